@@ -1,0 +1,322 @@
+"""The DingTalk wire protocol, sans I/O: callback signatures, callback bodies, reply JSON.
+
+This module performs no I/O and knows nothing of rules. Camel-case wire names live here only;
+see shared/dingtalk-protocol.md sections 1, 2 and 4 for the facts it encodes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+MAX_REPLY_BYTES = 20_000
+TRUNCATION_MARKER = "\n\n…(truncated)"
+MAX_JSON_DEPTH = 32
+NON_TEXT_TYPES = frozenset({"picture", "richText", "audio", "video", "file", "unknownMsgType"})
+_TIMESTAMP = re.compile(r"[0-9]{13}")
+
+
+class SignatureError(Exception):
+    """The callback's timestamp/sign headers do not prove it came from DingTalk."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class MessageError(ValueError):
+    """The callback body is not a DingTalk message we can read."""
+
+
+def sign(secret: str, timestamp: str) -> str:
+    """Base64(HMAC-SHA256(secret, timestamp + "\\n" + secret)), the callback `sign` header."""
+    string_to_sign = f"{timestamp}\n{secret}".encode()
+    digest = hmac.new(secret.encode(), string_to_sign, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def verify_signature(
+    headers: Mapping[str, str], secrets: Sequence[str], now_ms: int, window_ms: int
+) -> None:
+    """Raise SignatureError unless `timestamp` is fresh and `sign` matches one of `secrets`.
+
+    The signature covers only timestamp and secret, not the body; the window limits replays.
+    """
+    timestamp = headers.get("timestamp")
+    signature = headers.get("sign")
+    if timestamp is None or signature is None:
+        raise SignatureError("missing_header")
+    if not _TIMESTAMP.fullmatch(timestamp):
+        raise SignatureError("malformed_timestamp")
+    skew = int(timestamp) - now_ms
+    if skew > window_ms:
+        raise SignatureError("timestamp_in_future")
+    if -skew > window_ms:
+        raise SignatureError("timestamp_expired")
+    presented = signature.encode("utf-8", "replace")
+    # Check every secret, so timing does not reveal which one matched.
+    matched = False
+    for secret in secrets:
+        matched |= hmac.compare_digest(sign(secret, timestamp).encode("ascii"), presented)
+    if not matched:
+        raise SignatureError("bad_signature")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One incoming robot message, as the rest of responder sees it."""
+
+    msg_id: str
+    msgtype: str
+    text: str
+    conversation_id: str
+    is_group: bool
+    conversation_title: str
+    sender_nick: str
+    sender_staff_id: str
+    sender_id: str
+    is_admin: bool
+    session_webhook: str
+    session_webhook_expires_ms: int | None
+    created_ms: int | None
+    robot_code: str
+
+    @property
+    def is_text(self) -> bool:
+        return self.msgtype == "text"
+
+
+def parse_message(body: bytes) -> Message:
+    """Decode a callback body (HTTP body or Stream `data`). Raises MessageError with a reason."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MessageError(f"body is not UTF-8 (byte {exc.start})") from None
+    if _nesting_depth(text) > MAX_JSON_DEPTH:
+        raise MessageError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise MessageError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+    except RecursionError:
+        raise MessageError("JSON nested too deeply") from None
+    if not isinstance(payload, dict):
+        raise MessageError("body must be a JSON object")
+    return message_from_dict(payload)
+
+
+def message_from_dict(payload: Mapping[str, Any]) -> Message:
+    fields = _Fields(payload)
+    msgtype = fields.string("msgtype", required=True)
+    text = ""
+    if msgtype == "text":
+        text = _Fields(fields.mapping("text")).string("content", required=True)
+    conversation_type = fields.string("conversationType", required=True)
+    if conversation_type not in ("1", "2"):
+        raise MessageError('conversationType must be "1" (private) or "2" (group)')
+    return Message(
+        msg_id=fields.string("msgId", required=True),
+        msgtype=msgtype,
+        text=text,
+        conversation_id=fields.string("conversationId"),
+        is_group=conversation_type == "2",
+        conversation_title=fields.string("conversationTitle"),
+        sender_nick=fields.string("senderNick"),
+        sender_staff_id=fields.string("senderStaffId"),
+        sender_id=fields.string("senderId"),
+        is_admin=fields.boolean("isAdmin"),
+        session_webhook=fields.string("sessionWebhook"),
+        session_webhook_expires_ms=fields.integer("sessionWebhookExpiredTime"),
+        created_ms=fields.integer("createAt"),
+        robot_code=fields.string("robotCode"),
+    )
+
+
+class _Fields:
+    """Typed access to a JSON object; wrong types become MessageError naming the field."""
+
+    def __init__(self, payload: Mapping[str, Any]) -> None:
+        self._payload = payload
+
+    def string(self, name: str, *, required: bool = False) -> str:
+        value = self._payload.get(name)
+        if value is None:
+            if required:
+                raise MessageError(f"missing field {name!r}")
+            return ""
+        if not isinstance(value, str):
+            raise MessageError(f"field {name!r} must be a string")
+        return value
+
+    def boolean(self, name: str) -> bool:
+        value = self._payload.get(name, False)
+        if not isinstance(value, bool):
+            raise MessageError(f"field {name!r} must be a boolean")
+        return value
+
+    def integer(self, name: str) -> int | None:
+        # The doc table says String for createAt, real payloads send numbers: accept both.
+        value = self._payload.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            raise MessageError(f"field {name!r} must be a number")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 20:
+            return int(value)
+        raise MessageError(f"field {name!r} must be a number")
+
+    def mapping(self, name: str) -> Mapping[str, Any]:
+        value = self._payload.get(name)
+        if not isinstance(value, dict):
+            raise MessageError(f"field {name!r} must be an object")
+        return value
+
+
+_JSON_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _nesting_depth(text: str) -> int:
+    """Deepest bracket nesting, ignoring brackets inside strings; checked before json.loads."""
+    depth = deepest = 0
+    for token in _JSON_STRUCTURE.finditer(text):
+        char = token.group()
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+@dataclass(frozen=True, slots=True)
+class Button:
+    title: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class FeedLink:
+    title: str
+    url: str
+    picture: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A rendered reply, independent of the wire spelling of each message type."""
+
+    msgtype: str
+    text: str = ""
+    title: str = ""
+    url: str = ""
+    picture: str = ""
+    single_button: Button | None = None
+    buttons: tuple[Button, ...] = ()
+    horizontal_buttons: bool = False
+    links: tuple[FeedLink, ...] = ()
+    at_user_ids: tuple[str, ...] = ()
+
+
+def encode_reply(reply: Reply, max_bytes: int = MAX_REPLY_BYTES) -> dict[str, Any]:
+    """The reply JSON object exactly as DingTalk expects it, kept under `max_bytes` of UTF-8.
+
+    An over-long text is cut with a visible marker; a feedCard too long loses entries from its end.
+    """
+    body = _encode(reply)
+    overflow = _json_size(body) - max_bytes
+    if overflow <= 0:
+        return body
+    if reply.msgtype == "feedCard":
+        return _shrink_feed(reply, max_bytes)
+    return _encode(_truncate_text(reply, overflow, max_bytes))
+
+
+def dumps(body: Mapping[str, Any]) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _json_size(body: Mapping[str, Any]) -> int:
+    return len(dumps(body))
+
+
+def _truncate_text(reply: Reply, overflow: int, max_bytes: int) -> Reply:
+    text = reply.text.encode("utf-8")
+    # JSON escaping can make text bigger on the wire than in UTF-8, so cut generously and retry.
+    budget = len(text) - overflow - len(TRUNCATION_MARKER.encode()) - 64
+    while True:
+        cut = text[: max(budget, 0)].decode("utf-8", "ignore") + TRUNCATION_MARKER
+        candidate = replace(reply, text=cut)
+        if budget <= 0 or _json_size(_encode(candidate)) <= max_bytes:
+            return candidate
+        budget -= max(64, budget // 10)
+
+
+def _shrink_feed(reply: Reply, max_bytes: int) -> dict[str, Any]:
+    links = list(reply.links)
+    while len(links) > 1:
+        links.pop()
+        body = _encode(replace(reply, links=tuple(links)))
+        if _json_size(body) <= max_bytes:
+            return body
+    return _encode(replace(reply, links=tuple(links)))
+
+
+def _encode(reply: Reply) -> dict[str, Any]:
+    encoder = _ENCODERS[reply.msgtype]
+    body: dict[str, Any] = {"msgtype": reply.msgtype, reply.msgtype: encoder(reply)}
+    if reply.at_user_ids and reply.msgtype in ("text", "markdown"):
+        body["at"] = {"atUserIds": list(reply.at_user_ids), "isAtAll": False}
+    return body
+
+
+def _text(reply: Reply) -> dict[str, Any]:
+    return {"content": reply.text}
+
+
+def _markdown(reply: Reply) -> dict[str, Any]:
+    return {"title": reply.title, "text": reply.text}
+
+
+def _link(reply: Reply) -> dict[str, Any]:
+    return {
+        "title": reply.title,
+        "text": reply.text,
+        "messageUrl": reply.url,
+        "picUrl": reply.picture,
+    }
+
+
+def _action_card(reply: Reply) -> dict[str, Any]:
+    card: dict[str, Any] = {
+        "title": reply.title,
+        "text": reply.text,
+        "btnOrientation": "1" if reply.horizontal_buttons else "0",
+    }
+    if reply.single_button is not None:
+        card["singleTitle"] = reply.single_button.title
+        card["singleURL"] = reply.single_button.url
+    else:
+        card["btns"] = [{"title": b.title, "actionURL": b.url} for b in reply.buttons]
+    return card
+
+
+def _feed_card(reply: Reply) -> dict[str, Any]:
+    links = [{"title": x.title, "messageURL": x.url, "picURL": x.picture} for x in reply.links]
+    return {"links": links}
+
+
+_ENCODERS = {
+    "text": _text,
+    "markdown": _markdown,
+    "link": _link,
+    "actionCard": _action_card,
+    "feedCard": _feed_card,
+}

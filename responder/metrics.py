@@ -1,0 +1,95 @@
+"""Prometheus metrics, one registry per application (no process-global collectors)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    """Every metric responder exports. Create one per app; tests get a fresh one each."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "responder_requests", "Callback requests by HTTP status.", ["status"], registry=r
+        )
+        self.auth_failures = Counter(
+            "responder_auth_failures",
+            "Rejected callback signatures by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.replies = Counter(
+            "responder_replies",
+            "Replies by rule and result (sent, skipped, dropped).",
+            ["rule", "result"],
+            registry=r,
+        )
+        self.messages = Counter(
+            "responder_messages",
+            "Accepted messages by final outcome (sent, skipped, dropped).",
+            ["outcome"],
+            registry=r,
+        )
+        self.render_errors = Counter(
+            "responder_render_errors",
+            "Template errors while rendering a reply.",
+            ["rule"],
+            registry=r,
+        )
+        self.source_calls = Counter(
+            "responder_source_calls",
+            "Data-source calls by result.",
+            ["source", "result"],
+            registry=r,
+        )
+        self.source_latency = Histogram(
+            "responder_source_latency_seconds",
+            "Data-source call latency.",
+            ["source"],
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10),
+        )
+        self.source_cache_hits = Counter(
+            "responder_source_cache_hits",
+            "Data-source answers served from cache.",
+            ["source"],
+            registry=r,
+        )
+        self.reload_successful = Gauge(
+            "responder_rules_last_reload_successful",
+            "1 if the last rules load succeeded.",
+            registry=r,
+        )
+        self.reload_success_timestamp = Gauge(
+            "responder_rules_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful rules load.",
+            registry=r,
+        )
+        self.rules_loaded = Gauge(
+            "responder_rules_loaded", "Rules in the live snapshot.", registry=r
+        )
+        self.rules_info = Gauge(
+            "responder_rules_info",
+            "The live rules snapshot (value is always 1).",
+            ["sha256", "generation"],
+            registry=r,
+        )
+        self.stream_connected = Gauge(
+            "responder_stream_connected", "1 while the Stream-mode WebSocket is up.", registry=r
+        )
+        self.stream_reconnects = Counter(
+            "responder_stream_reconnects", "Stream-mode reconnect attempts.", registry=r
+        )
+        self.stream_frames = Counter(
+            "responder_stream_frames",
+            "Stream-mode frames by type and result.",
+            ["type", "result"],
+            registry=r,
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

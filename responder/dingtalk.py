@@ -41,9 +41,7 @@ def sign(secret: str, timestamp: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-def verify_signature(
-    headers: Mapping[str, str], secrets: Sequence[str], now_ms: int, window_ms: int
-) -> None:
+def verify_signature(headers: Mapping[str, str], secrets: Sequence[str], now_ms: int, window_ms: int) -> None:
     """Raise SignatureError unless `timestamp` is fresh and `sign` matches one of `secrets`.
 
     The signature covers only timestamp and secret, not the body; the window limits replays.
@@ -103,7 +101,7 @@ def parse_message(body: bytes) -> Message:
     try:
         payload = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise MessageError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+        raise MessageError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise MessageError("JSON nested too deeply") from None
     if not isinstance(payload, dict):

@@ -69,9 +69,7 @@ class Metrics:
             "Unix time of the last successful rules load.",
             registry=r,
         )
-        self.rules_loaded = Gauge(
-            "responder_rules_loaded", "Rules in the live snapshot.", registry=r
-        )
+        self.rules_loaded = Gauge("responder_rules_loaded", "Rules in the live snapshot.", registry=r)
         self.rules_info = Gauge(
             "responder_rules_info",
             "The live rules snapshot (value is always 1).",

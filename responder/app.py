@@ -1,0 +1,52 @@
+"""create_app: the aiohttp application, its resources (as cleanup contexts) and its routes.
+
+No process side effects here (signals, logging, binding): the CLI owns those, so tests can build
+as many apps as they like.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from responder import handlers, keys
+from responder.dispatch import Dispatcher
+from responder.metrics import Metrics
+from responder.options import AppOptions
+from responder.sources import SourceHub
+from responder.store import RuleStore
+
+SHUTDOWN_GRACE_S = 10.0
+
+
+def create_app(store: RuleStore, options: AppOptions | None = None) -> web.Application:
+    options = options or AppOptions()
+    # The body cap is enforced in the handler with a JSON reason; this is only a backstop.
+    app = web.Application(middlewares=[handlers.errors], client_max_size=options.max_body_bytes * 2)
+    app[keys.STORE] = store
+    app[keys.OPTIONS] = options
+    app[keys.METRICS] = Metrics()
+    app.cleanup_ctx.append(_outbound)
+    app.router.add_post(store.current.dingtalk.callback_path, handlers.callback)
+    app.router.add_get("/-/healthy", handlers.healthy)
+    app.router.add_get("/-/ready", handlers.ready)
+    return app
+
+
+async def _outbound(app: web.Application) -> AsyncIterator[None]:
+    """One ClientSession (keep-alive) for sources and replies; pending replies drain on shutdown."""
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=100, ttl_dns_cache=300),
+        raise_for_status=False,
+    )
+    hub = SourceHub(session, metrics=app[keys.METRICS])
+    app[keys.HTTP] = session
+    app[keys.SOURCES] = hub
+    app[keys.DISPATCHER] = Dispatcher(
+        app[keys.STORE], session, hub.fetch, app[keys.METRICS], clock=app[keys.OPTIONS].clock
+    )
+    yield
+    await app[keys.DISPATCHER].drain(SHUTDOWN_GRACE_S)
+    await session.close()

@@ -1,0 +1,292 @@
+"""Compile validated rules.yaml data into a RuleSet: triggers, scopes, templates, sources.
+
+Runs after the schema and ${ENV} steps; collects every semantic problem (duplicate names, bad
+regexes, template syntax, unknown sources) with its position before giving up.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import jinja2
+
+from responder import yamldoc
+from responder.matching import Matcher, Scope, Trigger, compile_trigger
+from responder.rendering import ButtonTemplate, LinkTemplate, ReplyTemplate, make_environment
+from responder.rules import MATCH_KINDS, DingTalkConfig, Problem, Rule, RulesError, RuleSet
+from responder.sources import SourceConfigError, compile_source
+from responder.sources.base import SourceSpec
+
+RESERVED_PATH_PREFIX = "/-/"
+_KEYS_BY_MSGTYPE = {
+    "text": {"template", "body"},
+    "markdown": {"template", "body", "title"},
+    "link": {"template", "body", "title", "url", "picture"},
+    "actionCard": {"template", "body", "title", "button", "buttons", "button_orientation"},
+    "feedCard": {"links"},
+}
+_REPLY_KEYS = set().union(*_KEYS_BY_MSGTYPE.values())
+
+
+def compile_ruleset(path: Path, doc: yamldoc.YamlDocument, data: Mapping[str, Any], sha256: str) -> RuleSet:
+    """Raises RulesError listing every problem found."""
+    return _Compiler(path, doc, data).run(sha256)
+
+
+class _Compiler:
+    def __init__(self, path: Path, doc: yamldoc.YamlDocument, data: Mapping[str, Any]) -> None:
+        self.file = str(path)
+        self.doc = doc
+        self.data = data
+        self.templates = path.parent / "templates"
+        self.env = make_environment(self.templates)
+        self.problems: list[Problem] = []
+
+    def run(self, sha256: str) -> RuleSet:
+        dingtalk = self.dingtalk(self.data.get("dingtalk", {}))
+        sources = self.sources(self.data.get("sources", {}))
+        defaults = self.data.get("defaults", {})
+        compiled = [self.rule(i, spec, defaults, sources) for i, spec in enumerate(self.data["rules"])]
+        rules = [rule for rule in compiled if rule is not None]
+        self.check_unique(rules)
+        if self.problems:
+            raise RulesError(sorted(self.problems, key=lambda p: (p.file, p.line, p.column)))
+        ordered = tuple(sorted(rules, key=lambda r: (-r.priority, r.index)))
+        return RuleSet(
+            path=Path(self.file),
+            sha256=sha256,
+            dingtalk=dingtalk,
+            rules=ordered,
+            matcher=Matcher(ordered),
+            sources=MappingProxyType(sources),
+            catalogue=tuple(_catalogue_entry(spec) for spec in self.data["rules"] if not spec.get("hidden")),
+        )
+
+    def problem(self, path: yamldoc.Path, message: str) -> None:
+        position = self.doc.position(path)
+        self.problems.append(Problem(self.file, position.line, position.column, message))
+
+    def dingtalk(self, spec: Mapping[str, Any]) -> DingTalkConfig:
+        secrets = spec.get("app_secret", ())
+        secrets = (secrets,) if isinstance(secrets, str) else tuple(secrets)
+        callback_path = spec.get("callback_path", "/dingtalk/callback")
+        if callback_path.startswith(RESERVED_PATH_PREFIX):
+            self.problem(("dingtalk", "callback_path"), "dingtalk.callback_path: /-/ is reserved")
+        mode = spec.get("mode", "http")
+        if mode != "http" and not (spec.get("client_id") and spec.get("client_secret")):
+            self.problem(("dingtalk", "mode"), f"dingtalk.mode {mode} needs client_id and client_secret")
+        origins = spec.get("session_webhook_origins", ["https://oapi.dingtalk.com"])
+        return DingTalkConfig(
+            app_secrets=tuple(s for s in secrets if s),
+            callback_path=callback_path,
+            reply=spec.get("reply", "session_webhook"),
+            session_webhook_origins=tuple(o.lower().rstrip("/") for o in origins),
+            timestamp_window_ms=spec.get("timestamp_window_s", 3600) * 1000,
+            webhook_timeout_s=float(spec.get("webhook_timeout_s", 5)),
+            mode=mode,
+            client_id=spec.get("client_id", ""),
+            client_secret=spec.get("client_secret", ""),
+            api_base=spec.get("api_base", "https://api.dingtalk.com").rstrip("/"),
+        )
+
+    def sources(self, specs: Mapping[str, Any]) -> dict[str, SourceSpec]:
+        compiled = {}
+        for name, spec in specs.items():
+            try:
+                compiled[name] = compile_source(name, spec)
+            except SourceConfigError as exc:
+                self.problem(("sources", name, *exc.path), f"source {name!r}: {exc.message}")
+        return compiled
+
+    def rule(
+        self,
+        index: int,
+        spec: Mapping[str, Any],
+        defaults: Mapping[str, Any],
+        sources: Mapping[str, SourceSpec],
+    ) -> Rule | None:
+        at: yamldoc.Path = ("rules", index)
+        label = f"rule {spec['name']!r}: "
+        before = len(self.problems)
+        self.check_reply_keys(at, spec, label)
+        trigger = self.trigger(at, spec, defaults, label)
+        reply = self.reply(at, spec, defaults, label)
+        source = self.source(at, spec, sources, label)
+        if trigger is None or reply is None or len(self.problems) > before:
+            return None
+        return Rule(
+            name=spec["name"],
+            index=index,
+            line=self.doc.position(at).line,
+            priority=spec.get("priority", 0),
+            description=spec.get("description", ""),
+            hidden=spec.get("hidden", False),
+            trigger=trigger,
+            scope=_scope(spec.get("scope", {})),
+            reply=reply,
+            source=source,
+            fixture=spec.get("fixture"),
+        )
+
+    def check_reply_keys(self, at: yamldoc.Path, spec: Mapping[str, Any], label: str) -> None:
+        allowed = _KEYS_BY_MSGTYPE[spec["msgtype"]]
+        for key in sorted((_REPLY_KEYS - allowed) & spec.keys()):
+            self.problem((*at, key), f"{label}{key} does not apply to msgtype {spec['msgtype']}")
+        if "on_error" in spec and "source" not in spec:
+            self.problem((*at, "on_error"), f"{label}on_error needs a source")
+        if "fixture" in spec and "source" not in spec:
+            self.problem((*at, "fixture"), f"{label}fixture needs a source")
+
+    def trigger(
+        self, at: yamldoc.Path, spec: Mapping[str, Any], defaults: Mapping[str, Any], label: str
+    ) -> Trigger | None:
+        kind = next(k for k in MATCH_KINDS if k in spec)
+        case_sensitive = spec.get("case_sensitive", defaults.get("case_sensitive", False))
+        try:
+            return compile_trigger(kind, spec[kind], case_sensitive=case_sensitive)
+        except re.error as exc:
+            self.problem((*at, kind), f"{label}regex: {exc.msg} at position {exc.pos}")
+            return None
+
+    def source(
+        self,
+        at: yamldoc.Path,
+        spec: Mapping[str, Any],
+        sources: Mapping[str, SourceSpec],
+        label: str,
+    ) -> SourceSpec | None:
+        name = spec.get("source")
+        if name is None:
+            return None
+        if name not in sources:
+            known = ", ".join(sorted(sources)) or "none are defined"
+            self.problem((*at, "source"), f"{label}unknown source {name!r} (known: {known})")
+            return None
+        return sources[name]
+
+    def reply(
+        self, at: yamldoc.Path, spec: Mapping[str, Any], defaults: Mapping[str, Any], label: str
+    ) -> ReplyTemplate | None:
+        t = _TemplateCompiler(self, at, spec, label)
+        buttons = spec.get("buttons", ())
+        return ReplyTemplate(
+            msgtype=spec["msgtype"],
+            body=t.body(),
+            on_error=t.file("on_error"),
+            title=t.inline("title"),
+            url=t.inline("url"),
+            picture=t.inline("picture"),
+            single_button=t.button(("button",), spec.get("button")),
+            buttons=tuple(filter(None, (t.button(("buttons", i), b) for i, b in enumerate(buttons)))),
+            horizontal_buttons=spec.get("button_orientation") == "horizontal",
+            links=tuple(t.link(i, link) for i, link in enumerate(spec.get("links", ()))),
+            at_sender=spec.get("at_sender", defaults.get("at_sender", True)),
+        )
+
+    def check_unique(self, rules: list[Rule]) -> None:
+        specs = self.data["rules"]
+        first: dict[str, int] = {}
+        singletons: dict[str, int] = {}
+        for index, spec in enumerate(specs):
+            name = spec["name"]
+            if name in first:
+                line = self.doc.position(("rules", first[name])).line
+                self.problem(("rules", index, "name"), f"rule name {name!r} is already used on line {line}")
+            first.setdefault(name, index)
+            for kind in ("fallback", "non_text"):
+                if kind in spec and kind in singletons:
+                    line = self.doc.position(("rules", singletons[kind])).line
+                    self.problem(
+                        ("rules", index, kind),
+                        f"rule {name!r}: only one rule may be {kind}; another is on line {line}",
+                    )
+                elif kind in spec:
+                    singletons[kind] = index
+
+
+class _TemplateCompiler:
+    """Compiles one rule's templates, reporting syntax errors at their own file and line."""
+
+    def __init__(self, owner: _Compiler, at: yamldoc.Path, spec: Mapping[str, Any], label: str) -> None:
+        self.owner = owner
+        self.at = at
+        self.spec = spec
+        self.label = label
+
+    def body(self) -> jinja2.Template | None:
+        return self.file("template") if "template" in self.spec else self.inline("body")
+
+    def inline(self, key: str) -> jinja2.Template | None:
+        source = self.spec.get(key)
+        return None if source is None else self.compile((key,), source)
+
+    def compile(self, path: yamldoc.Path, source: str) -> jinja2.Template | None:
+        try:
+            return self.owner.env.from_string(source)
+        except jinja2.TemplateSyntaxError as exc:
+            self.inline_problem(path, exc)
+            return None
+
+    def file(self, key: str) -> jinja2.Template | None:
+        name = self.spec.get(key)
+        if name is None:
+            return None
+        try:
+            return self.owner.env.get_template(name)
+        except jinja2.TemplateSyntaxError as exc:
+            where = exc.filename or str(self.owner.templates / name)
+            self.owner.problems.append(Problem(where, exc.lineno, 1, f"{self.label}{exc.message}"))
+        except jinja2.TemplateNotFound:
+            self.owner.problem(
+                (*self.at, key),
+                f"{self.label}template file {name!r} not found in {self.owner.templates}",
+            )
+        return None
+
+    def button(self, path: yamldoc.Path, spec: Mapping[str, str] | None) -> ButtonTemplate | None:
+        if spec is None:
+            return None
+        title = self.compile((*path, "title"), spec["title"])
+        url = self.compile((*path, "url"), spec["url"])
+        return ButtonTemplate(title, url) if title and url else None
+
+    def link(self, index: int, spec: Mapping[str, str]) -> LinkTemplate:
+        parts = {k: self.compile(("links", index, k), spec[k]) for k in ("title", "url", "picture")}
+        return LinkTemplate(**parts)  # type: ignore[arg-type]
+
+    def inline_problem(self, path: yamldoc.Path, exc: jinja2.TemplateSyntaxError) -> None:
+        full = (*self.at, *path)
+        position = self.owner.doc.position(full)
+        node = self.owner.doc.scalar(full)
+        block = 1 if node is not None and node.style in ("|", ">") else 0
+        line = position.line + block + (exc.lineno or 1) - 1
+        column = position.column if (exc.lineno or 1) == 1 and not block else 1
+        self.owner.problems.append(Problem(self.owner.file, line, column, f"{self.label}{exc.message}"))
+
+
+def _scope(spec: Mapping[str, Any]) -> Scope:
+    return Scope(
+        chat=spec.get("chat", "any"),
+        conversations=frozenset(spec.get("conversations", ())),
+        senders=frozenset(spec.get("senders", ())),
+        admins_only=spec.get("admins_only", False),
+    )
+
+
+def _catalogue_entry(spec: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What `help` templates see of a rule: name, description, kind and the words that trigger it."""
+    kind = next(k for k in MATCH_KINDS if k in spec)
+    words = spec[kind] if kind in ("keywords", "command", "contains") else []
+    words = [words] if isinstance(words, str) else list(words)
+    return MappingProxyType(
+        {
+            "name": spec["name"],
+            "description": spec.get("description", ""),
+            "kind": kind,
+            "words": words,
+        }
+    )

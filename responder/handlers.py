@@ -1,0 +1,100 @@
+"""HTTP handlers: translate between HTTP and the domain, nothing more."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from responder import keys
+from responder.dingtalk import (
+    MessageError,
+    SignatureError,
+    dumps,
+    encode_reply,
+    parse_message,
+    verify_signature,
+)
+
+log = logging.getLogger(__name__)
+
+UNAUTHORIZED = {"error": "unauthorized", "reason": "missing or invalid timestamp/sign headers"}
+
+
+async def callback(request: web.Request) -> web.Response:
+    app = request.app
+    ruleset = app[keys.STORE].current
+    options = app[keys.OPTIONS]
+    if ruleset.dingtalk.app_secrets or not options.dev:
+        try:
+            verify_signature(
+                request.headers,
+                ruleset.dingtalk.app_secrets,
+                options.now_ms(),
+                ruleset.dingtalk.timestamp_window_ms,
+            )
+        except SignatureError as exc:
+            app[keys.METRICS].auth_failures.labels(exc.reason).inc()
+            log.warning("auth_rejected reason=%s remote=%s", exc.reason, request.remote)
+            return web.json_response(UNAUTHORIZED, status=401)
+    message = parse_message(await _read_json_body(request))
+    if ruleset.dingtalk.reply == "response":
+        outcome = await app[keys.DISPATCHER].answer(message)
+        body = encode_reply(outcome.reply) if outcome.reply else {}
+        return web.Response(body=dumps(body), content_type="application/json")
+    app[keys.DISPATCHER].submit(message)
+    return web.json_response({})
+
+
+async def _read_json_body(request: web.Request) -> bytes:
+    if request.content_type != "application/json" or (request.charset or "utf-8").lower() != "utf-8":
+        raise web.HTTPUnsupportedMediaType(
+            text=_error("unsupported_media_type", "send application/json in UTF-8"),
+            content_type="application/json",
+        )
+    limit = request.app[keys.OPTIONS].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit)
+    body = await request.content.read(limit + 1)
+    if len(body) > limit or not request.content.at_eof():
+        raise _too_large(limit)
+    return body
+
+
+def _too_large(limit: int) -> web.HTTPRequestEntityTooLarge:
+    return web.HTTPRequestEntityTooLarge(
+        max_size=limit,
+        actual_size=limit + 1,
+        text=_error("too_large", f"body larger than {limit} bytes"),
+        content_type="application/json",
+    )
+
+
+def _error(error: str, reason: str) -> str:
+    return dumps({"error": error, "reason": reason}).decode()
+
+
+@web.middleware
+async def errors(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    """Bad input is a 4xx with a reason; anything unexpected is a logged 500 (always a bug)."""
+    metrics = request.app[keys.METRICS]
+    try:
+        response = await handler(request)
+    except MessageError as exc:
+        response = web.json_response({"error": "bad_request", "reason": str(exc)}, status=400)
+    except web.HTTPException as exc:
+        metrics.requests.labels(str(exc.status)).inc()
+        raise
+    except Exception:
+        log.exception("request_failed path=%s", request.path)
+        response = web.json_response({"error": "internal_error"}, status=500)
+    metrics.requests.labels(str(response.status)).inc()
+    return response
+
+
+async def healthy(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ready", "generation": request.app[keys.STORE].status.generation})

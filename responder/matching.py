@@ -1,0 +1,216 @@
+"""Which rule answers a message: normalisation, triggers, scopes and the rule index. Pure.
+
+Semantics (also in the README): keywords equal the whole message; a command is the first word and
+the rest are its args; contains finds a whole word (`ip` never fires on `tip`); regex is searched.
+Keywords and commands are found by dictionary lookup; regex and contains rules are scanned, in
+order of priority (highest first) and then file order, only while they could still win.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+import unicodedata
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from responder.dingtalk import Message
+
+_ASCII_WORD = re.compile(r"[0-9A-Za-z_]")
+_LEADING_MENTION = re.compile(r"@\S*\s*")
+
+
+def normalise(text: str) -> str:
+    """NFKC (full-width letters are ASCII, U+3000 a space), strip, drop one leading @Name token DingTalk
+    may leave, and fold whitespace runs into one space."""
+    text = unicodedata.normalize("NFKC", text).strip()
+    if text.startswith("@"):
+        text = _LEADING_MENTION.sub("", text, count=1)
+    return " ".join(text.split())
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    chat: str = "any"
+    conversations: frozenset[str] = frozenset()
+    senders: frozenset[str] = frozenset()
+    admins_only: bool = False
+
+    def refusal(self, message: Message) -> str | None:
+        """Why this scope excludes `message`, or None when it admits it."""
+        if self.chat == "group" and not message.is_group:
+            return "scope: group chats only"
+        if self.chat == "private" and message.is_group:
+            return "scope: private chats only"
+        if self.conversations and message.conversation_id not in self.conversations:
+            return "scope: conversation not listed"
+        if self.senders and message.sender_staff_id not in self.senders:
+            return "scope: sender not listed"
+        if self.admins_only and not message.is_admin:
+            return "scope: admins only"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """How a rule matches. `kind` is keywords, command, regex, contains, fallback or non_text."""
+
+    kind: str
+    words: tuple[str, ...] = ()
+    case_sensitive: bool = False
+    pattern: re.Pattern[str] | None = None
+
+    def fold(self, text: str) -> str:
+        return text if self.case_sensitive else text.lower()
+
+
+def compile_trigger(kind: str, value: str | Sequence[str] | bool, *, case_sensitive: bool) -> Trigger:
+    """Build a trigger at load time. Raises re.error for a bad regex."""
+    if kind in ("fallback", "non_text"):
+        return Trigger(kind)
+    flags = 0 if case_sensitive else re.IGNORECASE
+    if kind == "regex":
+        assert isinstance(value, str)
+        return Trigger(kind, case_sensitive=case_sensitive, pattern=re.compile(value, flags))
+    words = tuple(normalise(w) for w in ([value] if isinstance(value, str) else value))
+    if not case_sensitive:
+        words = tuple(w.lower() for w in words)
+    pattern = re.compile("|".join(_whole_word(w) for w in words), flags) if kind == "contains" else None
+    return Trigger(kind, words, case_sensitive, pattern)
+
+
+def _whole_word(word: str) -> str:
+    # Word boundaries only where the keyword itself starts or ends with an ASCII word character:
+    # Chinese has no spaces between words, so `帮助` must still be found inside `请帮助我`.
+    before = r"(?<![0-9A-Za-z_])" if _ASCII_WORD.match(word[0]) else ""
+    after = r"(?![0-9A-Za-z_])" if _ASCII_WORD.match(word[-1]) else ""
+    return before + re.escape(word) + after
+
+
+class Matchable(Protocol):
+    name: str
+    trigger: Trigger
+    scope: Scope
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    rule: Matchable
+    text: str
+    args: tuple[str, ...] = ()
+    args_text: str = ""
+    groups: Mapping[str, str] = field(default_factory=dict)
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One line of `--explain`: a rule and why it did or did not take the message."""
+
+    rule: str
+    matched: bool
+    reason: str
+
+
+class Matcher:
+    """An index over rules in precedence order, built once per RuleSet."""
+
+    def __init__(self, rules: Sequence[Matchable]) -> None:
+        # `rules` arrive in precedence order: rank = position.
+        self._rules = tuple(rules)
+        self._exact: dict[tuple[bool, str], list[int]] = {}
+        self._command: dict[tuple[bool, str], list[int]] = {}
+        self._scanned: list[int] = []
+        self._fallback: int | None = None
+        self._non_text: int | None = None
+        for rank, rule in enumerate(self._rules):
+            self._index(rank, rule.trigger)
+
+    def _index(self, rank: int, trigger: Trigger) -> None:
+        table = {"keywords": self._exact, "command": self._command}.get(trigger.kind)
+        if table is not None:
+            for word in trigger.words:
+                ranks = table.setdefault((trigger.case_sensitive, word), [])
+                if rank not in ranks:
+                    ranks.append(rank)
+        elif trigger.kind in ("regex", "contains"):
+            self._scanned.append(rank)
+        elif trigger.kind == "fallback":
+            self._fallback = rank
+        else:
+            self._non_text = rank
+
+    def find(self, message: Message) -> Match | None:
+        """The rule that answers `message`, or None (no rule and no fallback)."""
+        if not message.is_text:
+            return self._special(self._non_text, message, "non-text message")
+        text = normalise(message.text)
+        for rank in self._candidates(text):
+            match = _try(self._rules[rank], text)
+            if match is not None and match.rule.scope.refusal(message) is None:
+                return match
+        return self._special(self._fallback, message, "nothing else matched")
+
+    def explain(self, message: Message) -> list[Verdict]:
+        """Every rule in precedence order with the reason it did or did not take `message`."""
+        text = normalise(message.text)
+        winner = self.find(message)
+        verdicts = []
+        for rule in self._rules:
+            match = _try(rule, text) if message.is_text else None
+            refusal = rule.scope.refusal(message)
+            verdicts.append(_verdict(rule, match, refusal, winner, message))
+        return verdicts
+
+    def _candidates(self, text: str) -> Iterator[int]:
+        """Ranks worth trying, in precedence order: dictionary hits merged with scanned rules."""
+        head = text.split(" ", 1)[0]
+        hits: set[int] = set()
+        for case_sensitive, fold in ((True, str), (False, str.lower)):
+            hits.update(self._exact.get((case_sensitive, fold(text)), ()))
+            hits.update(self._command.get((case_sensitive, fold(head)), ()))
+        yield from heapq.merge(sorted(hits), self._scanned)
+
+    def _special(self, rank: int | None, message: Message, why: str) -> Match | None:
+        if rank is None:
+            return None
+        rule = self._rules[rank]
+        if rule.scope.refusal(message) is not None:
+            return None
+        return Match(rule, normalise(message.text), reason=why)
+
+
+def _try(rule: Matchable, text: str) -> Match | None:
+    trigger = rule.trigger
+    folded = trigger.fold(text)
+    if trigger.kind == "keywords" and folded in trigger.words:
+        return Match(rule, text, reason=f"keyword {folded!r}")
+    if trigger.kind == "command":
+        head, _, rest = text.partition(" ")
+        if trigger.fold(head) in trigger.words:
+            return Match(rule, text, tuple(rest.split()), rest, reason=f"command {head!r}")
+    if trigger.kind in ("regex", "contains") and trigger.pattern is not None:
+        found = trigger.pattern.search(text)
+        if found:
+            groups = {k: v for k, v in found.groupdict().items() if v is not None}
+            return Match(rule, text, groups=groups, reason=f"{trigger.kind} {found.group()!r}")
+    return None
+
+
+def _verdict(
+    rule: Matchable,
+    match: Match | None,
+    refusal: str | None,
+    winner: Match | None,
+    message: Message,
+) -> Verdict:
+    if winner is not None and winner.rule is rule:
+        return Verdict(rule.name, True, winner.reason)
+    if rule.trigger.kind in ("fallback", "non_text"):
+        return Verdict(rule.name, False, f"{rule.trigger.kind}: not needed" if refusal is None else refusal)
+    if match is None:
+        return Verdict(rule.name, False, f"{rule.trigger.kind} did not match")
+    if refusal is not None:
+        return Verdict(rule.name, False, f"matched {match.reason}, but {refusal}")
+    return Verdict(rule.name, False, f"matched {match.reason}, but a rule before it won")

@@ -1,0 +1,79 @@
+"""The compiled configuration: Rule, RuleSet and the errors that explain why a file was refused."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from responder.matching import Matcher, Scope, Trigger
+from responder.rendering import ReplyTemplate
+from responder.sources.base import SourceSpec
+
+MATCH_KINDS = ("keywords", "command", "regex", "contains", "fallback", "non_text")
+DEFAULT_ORIGINS = ("https://oapi.dingtalk.com",)
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    file: str
+    line: int
+    column: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: {self.message}"
+
+
+class RulesError(Exception):
+    """rules.yaml (or a template it names) cannot be loaded. str() lists every problem."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass(frozen=True, slots=True)
+class DingTalkConfig:
+    app_secrets: tuple[str, ...] = field(default=(), repr=False)
+    callback_path: str = "/dingtalk/callback"
+    reply: str = "session_webhook"
+    session_webhook_origins: tuple[str, ...] = DEFAULT_ORIGINS
+    timestamp_window_ms: int = 3_600_000
+    webhook_timeout_s: float = 5.0
+    mode: str = "http"
+    client_id: str = ""
+    client_secret: str = field(default="", repr=False)
+    api_base: str = "https://api.dingtalk.com"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    index: int
+    line: int
+    priority: int
+    description: str
+    hidden: bool
+    trigger: Trigger
+    scope: Scope
+    reply: ReplyTemplate
+    source: SourceSpec | None = None
+    fixture: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    """One immutable snapshot of the configuration; the server swaps whole snapshots."""
+
+    path: Path
+    sha256: str
+    dingtalk: DingTalkConfig
+    rules: tuple[Rule, ...]
+    matcher: Matcher = field(repr=False)
+    sources: Mapping[str, SourceSpec]
+    catalogue: tuple[Mapping[str, Any], ...] = field(repr=False)
+
+    def rule(self, name: str) -> Rule | None:
+        return next((r for r in self.rules if r.name == name), None)

@@ -1,0 +1,138 @@
+"""Validate rules.yaml data against schema/rules.schema.json and explain failures in plain words.
+
+The schema file is the single definition of the format. In a checkout it is read from the
+top-level schema/ folder; an installed wheel carries it inside the package.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import ValidationError, best_match
+
+from responder.yamldoc import Path as DataPath
+from responder.yamldoc import YamlDocument, YamlProblem, is_plain_scalar
+
+_CHECKOUT_SCHEMA = Path(__file__).resolve().parent.parent / "schema" / "rules.schema.json"
+
+_MATCH_KEYS = ("keywords", "command", "regex", "contains", "fallback", "non_text")
+_ONE_OF_HINTS = {
+    "Exactly one way to match.": _MATCH_KEYS,
+    "Every other message type needs a template or an inline body.": ("template", "body"),
+}
+
+
+@functools.cache
+def load_schema() -> dict[str, Any]:
+    packaged = resources.files("responder") / "rules.schema.json"
+    source = packaged if packaged.is_file() else _CHECKOUT_SCHEMA
+    schema: dict[str, Any] = json.loads(source.read_text(encoding="utf-8"))
+    return schema
+
+
+@functools.cache
+def _validator() -> jsonschema.Draft202012Validator:
+    schema = load_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def validate(doc: YamlDocument) -> list[YamlProblem]:
+    """Every schema violation in `doc`, each placed at the node it concerns, in file order."""
+    errors = sorted(_validator().iter_errors(doc.data), key=lambda e: list(e.absolute_path))
+    problems = [_problem(doc, error) for error in _leaves(errors)]
+    return sorted(problems, key=lambda p: (p.position.line, p.position.column))
+
+
+def _leaves(errors: list[ValidationError]) -> Iterator[ValidationError]:
+    """Condense anyOf/oneOf noise: keep the most relevant branch unless we explain it ourselves."""
+    for error in errors:
+        hint = error.schema.get("description") if isinstance(error.schema, dict) else None
+        if error.validator == "oneOf" and hint not in _ONE_OF_HINTS and error.context:
+            yield best_match(error.context)
+        else:
+            yield error
+
+
+def _problem(doc: YamlDocument, error: ValidationError) -> YamlProblem:
+    path: DataPath = tuple(error.absolute_path)
+    message = _describe(doc, error, path)
+    if error.validator == "additionalProperties":
+        extra = _unexpected_keys(error)
+        if extra:
+            return YamlProblem(doc.key_position((*path, extra[0])), message)
+    return YamlProblem(doc.position(path), message)
+
+
+def _describe(doc: YamlDocument, error: ValidationError, path: DataPath) -> str:
+    where = _where(path)
+    retyped = _retyped_scalar(doc, error, path)
+    if retyped:
+        return f"{where}{retyped}"
+    if error.validator == "additionalProperties":
+        extra = _unexpected_keys(error)
+        allowed = sorted(error.schema.get("properties", {}))
+        return f"{where}unknown key {extra[0]!r}; allowed keys: {', '.join(allowed)}"
+    if error.validator == "oneOf":
+        return where + _explain_one_of(error)
+    if error.validator == "required":
+        return f"{where}{error.message.replace(' is a required property', '')} is required"
+    return f"{where}{error.message}"
+
+
+def _where(path: DataPath) -> str:
+    if not path:
+        return ""
+    return ".".join(str(step) if isinstance(step, str) else f"[{step}]" for step in path) + ": "
+
+
+def _unexpected_keys(error: ValidationError) -> list[str]:
+    known = error.schema.get("properties", {})
+    instance = error.instance if isinstance(error.instance, dict) else {}
+    return [key for key in instance if key not in known]
+
+
+def _explain_one_of(error: ValidationError) -> str:
+    keys = _ONE_OF_HINTS.get(error.schema.get("description", ""), ())
+    instance = error.instance if isinstance(error.instance, dict) else {}
+    present = [key for key in keys if key in instance]
+    if not keys:
+        return error.message
+    if not present:
+        return f"needs one of: {', '.join(keys)}"
+    return f"has {' and '.join(present)}; use only one of them"
+
+
+def _retyped_scalar(doc: YamlDocument, error: ValidationError, path: DataPath) -> str | None:
+    """Explain YAML 1.1's silent retyping (`on` -> True) where the schema wanted text."""
+    if error.validator != "type" or "string" not in _as_list(error.validator_value):
+        return None
+    node = doc.scalar(path)
+    if node is None or not is_plain_scalar(node) or isinstance(error.instance, str):
+        return None
+    kind = _yaml_type_name(error.instance)
+    quoted = json.dumps(node.value, ensure_ascii=False)
+    return f"YAML reads the unquoted value {node.value!r} as {kind}; write it in quotes: {quoted}"
+
+
+def _yaml_type_name(value: object) -> str:
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if value is None:
+        return "null (nothing)"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, datetime.date):
+        return "a date"
+    return type(value).__name__
+
+
+def _as_list(value: object) -> list[object]:
+    return value if isinstance(value, list) else [value]

@@ -103,6 +103,11 @@ class Dispatcher:
         self._metrics.replies.labels(handled.rule or "", handled.outcome).inc()
         return handled
 
+    async def wait_idle(self) -> None:
+        """Return once every message submitted so far has been handled."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
     async def drain(self, timeout_s: float) -> int:
         """Wait up to `timeout_s` for pending replies; cancel and log the rest. Returns how many."""
         if not self._tasks:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from responder import handlers, keys
+from responder import admin, handlers, keys
 from responder.dispatch import Dispatcher
 from responder.metrics import Metrics
 from responder.options import AppOptions
@@ -21,17 +21,22 @@ from responder.store import RuleStore
 SHUTDOWN_GRACE_S = 10.0
 
 
-def create_app(store: RuleStore, options: AppOptions | None = None) -> web.Application:
+def create_app(
+    store: RuleStore, options: AppOptions | None = None, metrics: Metrics | None = None
+) -> web.Application:
     options = options or AppOptions()
+    metrics = metrics or Metrics()
+    store.attach_metrics(metrics)
     # The body cap is enforced in the handler with a JSON reason; this is only a backstop.
     app = web.Application(middlewares=[handlers.errors], client_max_size=options.max_body_bytes * 2)
     app[keys.STORE] = store
     app[keys.OPTIONS] = options
-    app[keys.METRICS] = Metrics()
+    app[keys.METRICS] = metrics
+    app[keys.READINESS] = {}
     app.cleanup_ctx.append(_outbound)
     app.router.add_post(store.current.dingtalk.callback_path, handlers.callback)
-    app.router.add_get("/-/healthy", handlers.healthy)
-    app.router.add_get("/-/ready", handlers.ready)
+    app.router.add_get("/-/healthy", admin.healthy)
+    app.router.add_get("/-/ready", admin.ready)
     return app
 
 

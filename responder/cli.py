@@ -7,20 +7,19 @@ import asyncio
 import ipaddress
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import aiohttp
-from aiohttp import web
 
-from responder import __version__, bot, dingtalk
+from responder import __version__, bot, dingtalk, server
 from responder.app import create_app
 from responder.loader import load_rules
 from responder.options import AppOptions
 from responder.rules import RulesError, RuleSet
+from responder.server import EarlySignals, Listen
 from responder.sources import SourceHub
 from responder.store import RuleStore
 
@@ -28,10 +27,11 @@ log = logging.getLogger("responder")
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    # The default SIGHUP action kills the process; ignore it until the reload handler is in place.
-    if hasattr(signal, "SIGHUP"):
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # First of all: the default SIGHUP action kills the process. Until the reload handler is
+    # installed, a SIGHUP is only remembered (and triggers a reload once serving).
+    early = EarlySignals()
     args = _parser().parse_args(argv)
+    args.early_signals = early
     environ = os.environ if environ is None else environ
     return int(args.run(args, environ))
 
@@ -44,7 +44,27 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the callback server")
     _config_option(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8080, help="port to bind (default 8080)")
+    serve.add_argument("--port", type=int, default=8080, help="port to bind (default 8080; 0 picks one)")
+    serve.add_argument("--admin-host", default="127.0.0.1", help="address for the admin endpoints")
+    serve.add_argument(
+        "--admin-port",
+        type=int,
+        default=9180,
+        help="port for /metrics, /-/status, /-/healthy, /-/ready (default 9180; -1 disables)",
+    )
+    serve.add_argument("--pid-file", type=Path, help="write the process id here (for kill -HUP)")
+    serve.add_argument(
+        "--enable-reload-endpoint",
+        action="store_true",
+        help="accept POST /-/reload on the admin port (loopback clients only)",
+    )
+    serve.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="on SIGTERM, how long pending replies may take (default 10)",
+    )
     serve.add_argument(
         "--dev",
         action="store_true",
@@ -164,17 +184,21 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return 1
     if not ruleset.dingtalk.app_secrets:
         log.warning("dev_mode_unsigned DEVELOPMENT MODE: callbacks are NOT authenticated (no app_secret)")
-    store = RuleStore(ruleset, environ)
-    app = create_app(store, AppOptions(dev=args.dev))
-    app.cleanup_ctx.append(_reload_on_sighup(store))
-    log.info(
-        "serving host=%s port=%d callback_path=%s",
-        args.host,
-        args.port,
-        ruleset.dingtalk.callback_path,
+    app = create_app(RuleStore(ruleset, environ), AppOptions(dev=args.dev))
+    listen = Listen(
+        host=args.host,
+        port=args.port,
+        admin_host=args.admin_host,
+        admin_port=None if args.admin_port < 0 else args.admin_port,
+        pid_file=args.pid_file,
+        shutdown_grace_s=args.shutdown_grace,
+        reload_endpoint=args.enable_reload_endpoint,
     )
-    web.run_app(app, host=args.host, port=args.port, print=None, handle_signals=True)
-    return 0
+    try:
+        return asyncio.run(server.run(app, listen, args.early_signals))
+    except OSError as exc:
+        print(f"responder serve: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 def _refuse_unsigned(ruleset: RuleSet, args: argparse.Namespace) -> str:
@@ -194,20 +218,3 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _reload_on_sighup(store: RuleStore):  # type: ignore[no-untyped-def]
-    async def context(app: web.Application):  # type: ignore[no-untyped-def]
-        loop = asyncio.get_running_loop()
-        tasks: set[asyncio.Task[object]] = set()
-
-        def on_sighup() -> None:
-            task = loop.create_task(store.reload())
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
-        loop.add_signal_handler(signal.SIGHUP, on_sighup)
-        yield
-        loop.remove_signal_handler(signal.SIGHUP)
-
-    return context

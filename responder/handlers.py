@@ -90,11 +90,3 @@ async def errors(request: web.Request, handler: web.Handler) -> web.StreamRespon
         response = web.json_response({"error": "internal_error"}, status=500)
     metrics.requests.labels(str(response.status)).inc()
     return response
-
-
-async def healthy(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
-async def ready(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ready", "generation": request.app[keys.STORE].status.generation})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import aiohttp
 from aiohttp import web
 
@@ -17,3 +19,5 @@ METRICS = web.AppKey("metrics", Metrics)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 SOURCES = web.AppKey("sources", SourceHub)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+# name -> is it ready? (the rules are loaded before serving; transports such as Stream add theirs)
+READINESS = web.AppKey("readiness", dict[str, Callable[[], bool]])

@@ -1,7 +1,7 @@
 """RuleStore: holds the live RuleSet and replaces it only with a fully loaded one.
 
-All fallible work (read, validate, compile) happens before the one mutation, the swap of
-`current`; a failed reload leaves the old snapshot serving and records the error.
+All fallible work (read, validate, compile) happens off the event loop before the one mutation,
+the swap of `current`; a failed reload leaves the old snapshot serving and records the error.
 """
 
 from __future__ import annotations
@@ -10,23 +10,48 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from responder.loader import load_rules
-from responder.rules import RulesError, RuleSet
+from responder.metrics import Metrics
+from responder.rules import Problem, RulesError, RuleSet
 
 log = logging.getLogger(__name__)
+
+Loader = Callable[[Path, Mapping[str, str]], RuleSet]
 
 
 @dataclass(frozen=True, slots=True)
 class ReloadStatus:
     generation: int
     sha256: str
+    rules: int
     loaded_at: float
     last_attempt_at: float
+    attempts: int
     last_ok: bool
+    last_success_at: float
     last_error: str = ""
+    problems: tuple[Problem, ...] = field(default=(), repr=False)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation,
+            "sha256": self.sha256,
+            "rules": self.rules,
+            "loaded_at": self.loaded_at,
+            "last_attempt_at": self.last_attempt_at,
+            "attempts": self.attempts,
+            "last_reload_ok": self.last_ok,
+            "last_success_at": self.last_success_at,
+            "last_error": self.last_error or None,
+            "problems": [
+                {"file": p.file, "line": p.line, "column": p.column, "message": p.message}
+                for p in self.problems
+            ],
+        }
 
 
 class RuleStore:
@@ -35,20 +60,27 @@ class RuleStore:
         ruleset: RuleSet,
         environ: Mapping[str, str],
         *,
-        loader: Callable[[Path, Mapping[str, str]], RuleSet] = load_rules,
+        loader: Loader = load_rules,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self.current = ruleset
         self._environ = environ
         self._loader = loader
         self._clock = clock
         self._lock = asyncio.Lock()
+        self._metrics = metrics
         now = clock()
-        self.status = ReloadStatus(1, ruleset.sha256, now, now, True)
+        self.status = ReloadStatus(1, ruleset.sha256, len(ruleset.rules), now, now, 1, True, now)
+        self._publish()
 
     @property
     def path(self) -> Path:
         return self.current.path
+
+    def attach_metrics(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._publish()
 
     async def reload(self) -> ReloadStatus:
         """Load the file again off the event loop; swap on success, keep the old set on error."""
@@ -57,27 +89,71 @@ class RuleStore:
             try:
                 new = await asyncio.to_thread(self._loader, self.path, self._environ)
             except RulesError as exc:
-                log.error("rules_reload_failed problems=%d first=%s", len(exc.problems), exc.problems[0])
-                self.status = _failed(self.status, attempted, str(exc))
-                return self.status
-            self.status = self._swap(new, attempted)
+                log.error("rules_reload_failed problems=%d first=%r", len(exc.problems), str(exc.problems[0]))
+                self.status = replace(
+                    self.status,
+                    last_attempt_at=attempted,
+                    attempts=self.status.attempts + 1,
+                    last_ok=False,
+                    last_error=str(exc),
+                    problems=exc.problems,
+                )
+            else:
+                self.status = self._swap(new, attempted)
+            self._publish()
             return self.status
 
     def _swap(self, new: RuleSet, attempted: float) -> ReloadStatus:
         old = self.status
+        ok = replace(
+            old,
+            last_attempt_at=attempted,
+            attempts=old.attempts + 1,
+            last_ok=True,
+            last_success_at=attempted,
+            last_error="",
+            problems=(),
+        )
         if new.sha256 == self.current.sha256:
             log.info("rules_reload_unchanged generation=%d sha256=%.12s", old.generation, new.sha256)
-            return ReloadStatus(old.generation, old.sha256, old.loaded_at, attempted, True)
+            return ok
         self.current = new
         generation = old.generation + 1
-        log.info(
-            "rules_reloaded generation=%d rules=%d sha256=%.12s",
-            generation,
-            len(new.rules),
-            new.sha256,
+        log.info("rules_reloaded generation=%d rules=%d sha256=%.12s", generation, len(new.rules), new.sha256)
+        return replace(
+            ok, generation=generation, sha256=new.sha256, rules=len(new.rules), loaded_at=attempted
         )
-        return ReloadStatus(generation, new.sha256, attempted, attempted, True)
+
+    def _publish(self) -> None:
+        metrics, status = self._metrics, self.status
+        if metrics is None:
+            return
+        metrics.reload_successful.set(1 if status.last_ok else 0)
+        metrics.reload_success_timestamp.set(status.last_success_at)
+        metrics.rules_loaded.set(status.rules)
+        metrics.rules_info.clear()
+        metrics.rules_info.labels(status.sha256, str(status.generation)).set(1)
 
 
-def _failed(old: ReloadStatus, attempted: float, error: str) -> ReloadStatus:
-    return ReloadStatus(old.generation, old.sha256, old.loaded_at, attempted, False, error)
+class Reloader:
+    """Turns reload requests (SIGHUP, POST /-/reload) into serialised, coalesced reloads.
+
+    Requests that arrive while a reload runs collapse into one more reload afterwards, so a storm
+    of signals costs at most two loads and reloads never overlap.
+    """
+
+    def __init__(self, store: RuleStore) -> None:
+        self._store = store
+        self._wanted = asyncio.Event()
+        self.completed = asyncio.Condition()
+
+    def request(self) -> None:
+        self._wanted.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wanted.wait()
+            self._wanted.clear()
+            await self._store.reload()
+            async with self.completed:
+                self.completed.notify_all()

@@ -175,7 +175,11 @@ EXPECTED = {
         "feedCard": {
             "links": [
                 {"title": "One", "messageURL": "https://a.example/", "picURL": "https://img.example/1.png"},
-                {"title": "Two 张三", "messageURL": "https://b.example/", "picURL": "https://img.example/2.png"},
+                {
+                    "title": "Two 张三",
+                    "messageURL": "https://b.example/",
+                    "picURL": "https://img.example/2.png",
+                },
             ]
         },
     },
@@ -207,7 +211,9 @@ async def test_protocol_sheet_example_gets_the_documented_reply(
     }
 
 
-async def test_private_chat_reply_has_no_mention(rules_path: Path, sink: Sink, make_client: ClientFactory) -> None:
+async def test_private_chat_reply_has_no_mention(
+    rules_path: Path, sink: Sink, make_client: ClientFactory
+) -> None:
     client = await make_client(rules_path)
     reply = await roundtrip(client, sink, "echo", conversationType="1")
     assert reply == {"msgtype": "text", "text": {"content": "you said echo as 张三"}}
@@ -221,7 +227,9 @@ async def test_sender_without_staff_id_is_mentioned_by_nick(
     assert reply == {"msgtype": "text", "text": {"content": "@张三 you said echo as 张三"}}
 
 
-async def test_at_sender_can_be_switched_off(rules_path: Path, sink: Sink, make_client: ClientFactory) -> None:
+async def test_at_sender_can_be_switched_off(
+    rules_path: Path, sink: Sink, make_client: ClientFactory
+) -> None:
     client = await make_client(rules_path)
     assert await roundtrip(client, sink, "quiet") == {"msgtype": "text", "text": {"content": "shh"}}
 
@@ -249,7 +257,9 @@ async def test_scopes_admit_or_pass_to_fallback(
     assert reply["text"]["content"].removeprefix("@user123 ") == expected
 
 
-async def test_fallback_answers_unknown_words(rules_path: Path, sink: Sink, make_client: ClientFactory) -> None:
+async def test_fallback_answers_unknown_words(
+    rules_path: Path, sink: Sink, make_client: ClientFactory
+) -> None:
     client = await make_client(rules_path)
     reply = await roundtrip(client, sink, "  what\u3000is   this ", conversationType="1")
     assert reply["text"]["content"] == "fallback: what is this"
@@ -269,9 +279,7 @@ async def test_non_text_messages_get_the_non_text_rule(
 async def test_non_text_without_a_rule_is_silent(
     write_rules: RulesWriter, sink: Sink, make_client: ClientFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = write_rules(
-        RULES.replace("ORIGIN", sink.origin).split("  - name: pictures")[0]
-    )
+    path = write_rules(RULES.replace("ORIGIN", sink.origin).split("  - name: pictures")[0])
     client = await make_client(path)
     caplog.set_level(logging.INFO)
     response = await post(client, callback_body(None, webhook=sink.webhook(), msgtype="picture", content={}))
@@ -281,7 +289,9 @@ async def test_non_text_without_a_rule_is_silent(
     assert "reply_skipped" in caplog.text and "non-text" in caplog.text
 
 
-@pytest.mark.parametrize("payload", ["{{7*7}}", "{{ ''.__class__.__mro__ }}", "{% for x in range(9) %}x{% endfor %}"])
+@pytest.mark.parametrize(
+    "payload", ["{{7*7}}", "{{ ''.__class__.__mro__ }}", "{% for x in range(9) %}x{% endfor %}"]
+)
 async def test_template_syntax_in_text_and_nick_comes_back_literally(
     payload: str, rules_path: Path, sink: Sink, make_client: ClientFactory
 ) -> None:
@@ -329,7 +339,10 @@ async def test_bad_signatures_get_401_and_nothing_is_sent(
     client = await make_client(rules_path)
     response = await post(client, callback_body("echo", webhook=sink.webhook()), headers())
     assert response.status == 401
-    assert await response.json() == {"error": "unauthorized", "reason": "missing or invalid timestamp/sign headers"}
+    assert await response.json() == {
+        "error": "unauthorized",
+        "reason": "missing or invalid timestamp/sign headers",
+    }
     assert f"auth_rejected reason={reason}" in caplog.text
     await dispatcher(client).wait_idle()
     assert sink.count == 0
@@ -350,7 +363,7 @@ async def test_any_of_several_secrets_is_accepted(
     write_rules: RulesWriter, sink: Sink, make_client: ClientFactory
 ) -> None:
     rules = RULES.replace("ORIGIN", sink.origin).replace(
-        "app_secret: ${DINGTALK_APP_SECRET}", "app_secret: [\"${NEW_SECRET}\", \"${DINGTALK_APP_SECRET}\"]"
+        "app_secret: ${DINGTALK_APP_SECRET}", 'app_secret: ["${NEW_SECRET}", "${DINGTALK_APP_SECRET}"]'
     )
     client = await make_client(write_rules(rules), {"NEW_SECRET": "new-secret"})
     for secret in ("new-secret", SECRET):
@@ -428,7 +441,9 @@ async def test_wrong_field_types_are_400(
 
 async def test_unknown_fields_are_ignored(rules_path: Path, sink: Sink, make_client: ClientFactory) -> None:
     client = await make_client(rules_path)
-    reply = await roundtrip(client, sink, "echo", conversationType="1", senderPlatform="Win", newThing={"a": [1]})
+    reply = await roundtrip(
+        client, sink, "echo", conversationType="1", senderPlatform="Win", newThing={"a": [1]}
+    )
     assert reply["text"]["content"] == "you said echo as 张三"
 
 
@@ -460,11 +475,15 @@ async def test_webhook_outside_the_allow_list_is_never_contacted(
 ) -> None:
     assert trap.server is not None
     webhook = (
-        webhook.replace("TRAPPORT", str(trap.server.port)).replace("TRAP", trap.origin).replace("SINK", sink.origin)
+        webhook.replace("TRAPPORT", str(trap.server.port))
+        .replace("TRAP", trap.origin)
+        .replace("SINK", sink.origin)
     )
     client = await make_client(rules_path)
     caplog.set_level(logging.INFO)
-    response = await post(client, callback_body("echo", webhook=webhook) | ({} if webhook else {"sessionWebhook": ""}))
+    response = await post(
+        client, callback_body("echo", webhook=webhook) | ({} if webhook else {"sessionWebhook": ""})
+    )
     assert response.status == 200
     await dispatcher(client).wait_idle()
     assert (sink.count, trap.count) == (0, 0)
@@ -496,8 +515,12 @@ async def test_errcode_in_a_200_answer_counts_as_dropped(
 # --- reply in the response body, dev mode -------------------------------------------------------
 
 
-async def test_reply_in_the_response_body(write_rules: RulesWriter, sink: Sink, make_client: ClientFactory) -> None:
-    rules = RULES.replace("ORIGIN", sink.origin).replace("  session_webhook_origins", "  reply: response\n  session_webhook_origins")
+async def test_reply_in_the_response_body(
+    write_rules: RulesWriter, sink: Sink, make_client: ClientFactory
+) -> None:
+    rules = RULES.replace("ORIGIN", sink.origin).replace(
+        "  session_webhook_origins", "  reply: response\n  session_webhook_origins"
+    )
     client = await make_client(write_rules(rules))
     response = await post(client, callback_body("card", webhook=sink.webhook()))
     assert response.status == 200
@@ -509,9 +532,13 @@ async def test_reply_in_the_response_body(write_rules: RulesWriter, sink: Sink, 
 async def test_dev_mode_without_secret_accepts_unsigned(
     write_rules: RulesWriter, sink: Sink, make_client: ClientFactory
 ) -> None:
-    rules = RULES.replace("ORIGIN", sink.origin).replace("app_secret: ${DINGTALK_APP_SECRET}", 'app_secret: ""')
+    rules = RULES.replace("ORIGIN", sink.origin).replace(
+        "app_secret: ${DINGTALK_APP_SECRET}", 'app_secret: ""'
+    )
     client = await make_client(write_rules(rules), dev=True)
-    response = await post(client, callback_body("echo", webhook=sink.webhook()), {"Content-Type": "application/json"})
+    response = await post(
+        client, callback_body("echo", webhook=sink.webhook()), {"Content-Type": "application/json"}
+    )
     assert response.status == 200
     await sink.next()
 
@@ -519,7 +546,9 @@ async def test_dev_mode_without_secret_accepts_unsigned(
 async def test_without_dev_a_missing_secret_rejects_everything(
     write_rules: RulesWriter, sink: Sink, make_client: ClientFactory
 ) -> None:
-    rules = RULES.replace("ORIGIN", sink.origin).replace("app_secret: ${DINGTALK_APP_SECRET}", 'app_secret: ""')
+    rules = RULES.replace("ORIGIN", sink.origin).replace(
+        "app_secret: ${DINGTALK_APP_SECRET}", 'app_secret: ""'
+    )
     client = await make_client(write_rules(rules))
     response = await post(client, callback_body("echo", webhook=sink.webhook()))
     assert response.status == 401

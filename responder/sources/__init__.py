@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .base import SourceCall, SourceConfigError, SourceFetchError, SourceResult, SourceSpec
+from .http import compile_http
 from .hub import SourceHub
 from .public_ip import compile_public_ip
 
@@ -30,6 +31,7 @@ Compiler = Callable[[str, str, Mapping[str, Any]], SourceSpec]
 
 _COMPILERS: Mapping[str, Compiler] = {
     "public_ip": compile_public_ip,
+    "http": compile_http,
 }
 
 KNOWN_KINDS: tuple[str, ...] = tuple(_COMPILERS)

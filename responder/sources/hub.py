@@ -18,7 +18,7 @@ import aiohttp
 
 from ..metrics import Metrics
 from .base import FetchContext, LoadableSpec, SourceCall, SourceFetchError, SourceResult, SourceSpec
-from .outbound import error_code
+from .outbound import TRANSPORT_ERRORS, error_code
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,9 @@ class SourceHub:
             request = spec.prepare(call)
         except SourceFetchError as exc:
             return SourceResult.failure(exc.code), False
+        except Exception:
+            log.exception("source_crashed source=%s kind=%s", spec.name, spec.kind)
+            return SourceResult.failure("internal"), False
         if spec.cache_ttl_s is None:
             return await self._run(spec, request), False
         return await self._shared(spec, request)
@@ -132,7 +135,8 @@ class SourceHub:
         try:
             async with asyncio.timeout(spec.deadline_s), self._outbound:
                 data = await spec.load(self._ctx, request)
-        except (SourceFetchError, TimeoutError) as exc:
+        except (SourceFetchError, *TRANSPORT_ERRORS) as exc:
+            log.info("source_failed source=%s error=%s", spec.name, type(exc).__name__)
             return SourceResult.failure(error_code(exc))
         except Exception:
             log.exception("source_crashed source=%s kind=%s", spec.name, spec.kind)

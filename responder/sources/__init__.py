@@ -12,9 +12,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .base import SourceCall, SourceConfigError, SourceFetchError, SourceResult, SourceSpec
+from .clock import compile_time
+from .command import compile_exec
 from .http import compile_http
 from .hub import SourceHub
 from .public_ip import compile_public_ip
+from .system import compile_system
 
 __all__ = [
     "KNOWN_KINDS",
@@ -32,6 +35,9 @@ Compiler = Callable[[str, str, Mapping[str, Any]], SourceSpec]
 _COMPILERS: Mapping[str, Compiler] = {
     "public_ip": compile_public_ip,
     "http": compile_http,
+    "system": compile_system,
+    "time": compile_time,
+    "exec": compile_exec,
 }
 
 KNOWN_KINDS: tuple[str, ...] = tuple(_COMPILERS)

@@ -14,7 +14,7 @@ from typing import Any
 from .base import SourceCall, SourceConfigError, SourceFetchError, SourceResult, SourceSpec
 from .clock import compile_time
 from .command import compile_exec
-from .http import compile_http
+from .http_config import compile_http
 from .hub import SourceHub
 from .public_ip import compile_public_ip
 from .system import compile_system

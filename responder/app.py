@@ -54,4 +54,5 @@ async def _outbound(app: web.Application) -> AsyncIterator[None]:
     )
     yield
     await app[keys.DISPATCHER].drain(SHUTDOWN_GRACE_S)
+    await hub.close()
     await session.close()

@@ -7,9 +7,12 @@ so a reload that leaves a source's configuration unchanged keeps its cache.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import aiohttp
 
 
 class SourceConfigError(ValueError):
@@ -35,7 +38,7 @@ class SourceCall:
 
 @dataclass(frozen=True, slots=True)
 class SourceResult:
-    """What the template sees as `source`. `error` is a short user-safe code, never upstream text."""
+    """What the template sees as `source`. `error` is a short user-safe code, not upstream text."""
 
     ok: bool
     data: Any = None
@@ -49,7 +52,60 @@ class SourceResult:
 
 
 class SourceSpec(Protocol):
-    name: str
-    kind: str
-    key: str
-    deadline_s: float
+    """Read-only (so frozen dataclasses conform): name, kind, key (config hash), deadline_s."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def deadline_s(self) -> float: ...
+
+
+class SourceFetchError(Exception):
+    """One fetch failed; `code` is the user-safe reason that ends up in SourceResult.error.
+
+    Codes: timeout, unavailable, bad_status, bad_response, too_large, refused_redirect, bad_input.
+    """
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class FetchContext:
+    """What a loader may use, handed over by the SourceHub.
+
+    `clock` is monotonic (TTLs, back-off); `wall_clock` is Unix time (the `time` kind).
+    `backoff` maps a provider URL to the `clock` time before which it must not be asked again.
+    """
+
+    session: aiohttp.ClientSession
+    clock: Callable[[], float]
+    wall_clock: Callable[[], float]
+    backoff: MutableMapping[str, float]
+
+
+class LoadableSpec(SourceSpec, Protocol):
+    """What the hub needs from a compiled spec beyond the public SourceSpec fields.
+
+    `cache_ttl_s` None means every call runs on its own (no cache, no single-flight). Otherwise
+    calls whose `prepare` results are equal share one upstream call and one cache entry.
+    """
+
+    @property
+    def cache_ttl_s(self) -> float | None: ...
+
+    def prepare(self, call: SourceCall) -> Hashable:
+        """Turn a call into the exact request to make; raises SourceFetchError('bad_input')."""
+        ...
+
+    async def load(self, ctx: FetchContext, request: Any) -> Any:
+        """Perform the request and return `data`; raises SourceFetchError."""
+        ...

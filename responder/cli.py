@@ -175,6 +175,7 @@ def _sign(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    log.info("starting version=%s config=%s pid=%d", __version__, args.config, os.getpid())
     ruleset = _load(args, environ)
     if ruleset is None:
         return 1

@@ -85,6 +85,8 @@ class Sink:
     received: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     answer: dict[str, Any] = field(default_factory=lambda: {"errcode": 0, "errmsg": "ok"})
     count: int = 0
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    hold: asyncio.Event | None = None  # when set, requests wait for it before being answered
 
     @property
     def origin(self) -> str:
@@ -96,6 +98,9 @@ class Sink:
 
     async def handle(self, request: web.Request) -> web.Response:
         raw = await request.read()
+        self.arrived.set()
+        if self.hold is not None:
+            await self.hold.wait()
         self.count += 1
         await self.received.put(
             {"path": request.path, "query": dict(request.query), "headers": dict(request.headers), "raw": raw}

@@ -84,6 +84,13 @@ class ServerProcess:
     def signal(self, signum: int = signal.SIGHUP) -> None:
         self.proc.send_signal(signum)
 
+    async def exited(self, timeout: float = 15.0) -> int:
+        """Wait for the process to end by itself."""
+        async with asyncio.timeout(timeout):
+            code = await self.proc.wait()
+        await self._reader
+        return code
+
     async def stop(self, timeout: float = 15.0) -> int:
         if self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)

@@ -87,7 +87,8 @@ async def test_one_broken_template_among_fifty_changed_rules_rejects_the_whole_r
         for i in range(50):
             body = "{{ text" if i == broken else f"{tag} {i}"
             rules.append(
-                f'  - name: r{i}\n    keywords: [k{i}]\n    msgtype: text\n    at_sender: false\n    body: "{body}"\n'
+                f"  - name: r{i}\n    keywords: [k{i}]\n    msgtype: text\n"
+                f'    at_sender: false\n    body: "{body}"\n'
             )
         return rules_text(sink.origin, tag, "".join(rules))
 

@@ -1,0 +1,60 @@
+"""The documentation keeps up with the schema and the command line (datasette's test_docs idea)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from responder.schema import load_schema
+from tests.conftest import REPO
+
+README = (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def _properties(definition: dict[str, Any]) -> Iterator[str]:
+    yield from definition.get("properties", {})
+
+
+def _documented_keys() -> list[tuple[str, str]]:
+    defs = load_schema()["$defs"]
+    keys = [("top", key) for key in load_schema()["properties"]]
+    for name in ("dingtalk", "defaults", "scope", "rule"):
+        keys += [(name, key) for key in _properties(defs[name])]
+    return keys
+
+
+@pytest.mark.parametrize(("section", "key"), _documented_keys())
+def test_every_schema_key_is_in_the_readme(section: str, key: str) -> None:
+    assert re.search(rf"`{re.escape(key)}[`:]", README), f"{section}.{key} is not documented in README.md"
+
+
+def test_readme_has_exactly_two_setup_commands() -> None:
+    setup = README.split("## Set up", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"```sh\n(.*?)\n```", setup, re.S)
+    assert commands[:2] == [
+        "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && responder serve --dev",
+        "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[test]' && pytest",
+    ]
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    assert "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[test]' && pytest" in ci
+
+
+@pytest.mark.parametrize("command", ["serve", "check", "try", "sign"])
+def test_every_cli_option_is_in_the_readme(command: str) -> None:
+    usage = subprocess.run(
+        [sys.executable, "-m", "responder", command, "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    ).stdout
+    for option in set(re.findall(r"(--[a-z][a-z-]+)", usage)) - {"--help"}:
+        assert option in README, f"responder {command} {option} is not documented in README.md"

@@ -324,10 +324,9 @@ def _field_value(value: object, redactor: Redactor) -> object:
 
 
 def _drop_report(count: int) -> logging.LogRecord:
-    record = logging.LogRecord(
-        log.name, logging.WARNING, __file__, 0, f"log_records_dropped count={count}", None, None
-    )
-    setattr(record, FIELDS_ATTR, MappingProxyType({"count": count}))
+    message = f"log_records_dropped count={count}"
+    record = logging.LogRecord(log.name, logging.WARNING, __file__, 0, message, None, None)
+    setattr(record, FIELDS_ATTR, MappingProxyType({}))
     return record
 
 

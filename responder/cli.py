@@ -17,6 +17,7 @@ import aiohttp
 from responder import __version__, bot, dingtalk, server
 from responder.app import create_app
 from responder.loader import load_rules
+from responder.logs import setup_logging
 from responder.options import AppOptions
 from responder.rules import RulesError, RuleSet
 from responder.server import EarlySignals, Listen
@@ -58,6 +59,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept POST /-/reload on the admin port (loopback clients only)",
     )
+    serve.add_argument(
+        "--log-format",
+        choices=("human", "json"),
+        default="human",
+        help="human-readable lines or JSON lines (default human)",
+    )
+    serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    serve.add_argument("--log-file", type=Path, help="also write logs to this file, rotated by size")
     serve.add_argument(
         "--shutdown-grace",
         type=float,
@@ -174,7 +183,26 @@ def _sign(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        logging_handle = setup_logging(
+            fmt=args.log_format, level=args.log_level, log_file=args.log_file, secrets=_secrets(environ)
+        )
+    except (OSError, ValueError) as exc:
+        print(f"responder serve: cannot set up logging: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return _serve_logged(args, environ)
+    finally:
+        logging_handle.close()
+
+
+def _secrets(environ: Mapping[str, str]) -> list[str]:
+    """Values that must never reach a log line, even if a template or an error echoes them."""
+    names = ("DINGTALK_APP_SECRET", "DINGTALK_CLIENT_SECRET")
+    return [environ[name] for name in names if len(environ.get(name, "")) >= 6]
+
+
+def _serve_logged(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     log.info("starting version=%s config=%s pid=%d", __version__, args.config, os.getpid())
     ruleset = _load(args, environ)
     if ruleset is None:
@@ -198,7 +226,7 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     try:
         return asyncio.run(server.run(app, listen, args.early_signals))
     except OSError as exc:
-        print(f"responder serve: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+        log.error("listen_failed error=%s", exc.strerror or exc)
         return 1
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from responder import schema, yamldoc
 from responder.compiler import compile_ruleset
+from responder.filestate import FileReadError, FileTooLargeError, read_stable
 from responder.rules import Problem, RulesError, RuleSet
 
 MAX_RULES_BYTES = 1024 * 1024
@@ -47,15 +48,13 @@ def load_rules(path: Path, environ: Mapping[str, str], *, content: bytes | None 
 
 
 def _read(path: Path) -> bytes:
-    name = str(path)
+    """Read the file only once two consecutive reads agree (editors and kubelet swap files)."""
     try:
-        size = path.stat().st_size
-        if size > MAX_RULES_BYTES:
-            raise RulesError([Problem(name, 1, 1, f"file is larger than {MAX_RULES_BYTES} bytes")])
-        with path.open("rb") as handle:
-            return handle.read(MAX_RULES_BYTES + 1)
-    except OSError as exc:
-        raise RulesError([Problem(name, 1, 1, f"cannot read: {exc.strerror}")]) from None
+        return read_stable(path, max_bytes=MAX_RULES_BYTES)
+    except FileTooLargeError:
+        raise RulesError([Problem(str(path), 1, 1, f"file is larger than {MAX_RULES_BYTES} bytes")]) from None
+    except FileReadError as exc:
+        raise RulesError([Problem(str(path), 1, 1, f"cannot read: {exc.reason}")]) from None
 
 
 def content_sha256(raw: bytes, templates: Path) -> str:

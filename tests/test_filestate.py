@@ -131,9 +131,7 @@ def test_configmap_symlink_swap_is_followed(tmp_path: Path) -> None:
     make_configmap(tmp_path, "..2026_11_29_01", b"generation: 1\n")
     path = tmp_path / "rules.yaml"
     assert read_stable(path, max_bytes=LIMIT, wait=Waits()) == b"generation: 1\n"
-    waits = Waits(
-        swap_configmap(tmp_path, "..2026_11_29_01", "..2026_11_29_02", b"generation: 2\n")
-    )
+    waits = Waits(swap_configmap(tmp_path, "..2026_11_29_01", "..2026_11_29_02", b"generation: 2\n"))
 
     assert read_stable(path, max_bytes=LIMIT, wait=waits) == b"generation: 2\n"
     assert len(waits.calls) == 2

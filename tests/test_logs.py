@@ -139,9 +139,7 @@ def test_human_format_escapes_control_characters_visibly(handles, logger) -> Non
     logger.info("message_received text=%s", "a\nb\r\x00\u2028\u202e", extra={"v": "x\ny"})
     handles[0].close()
 
-    assert out.getvalue().endswith(
-        r"INFO  message_received text=a\nb\r\x00\u2028\u202e v=x\ny" + "\n"
-    )
+    assert out.getvalue().endswith(r"INFO  message_received text=a\nb\r\x00\u2028\u202e v=x\ny" + "\n")
 
 
 def test_human_format_is_compact_and_uncoloured_off_a_tty(handles, logger) -> None:

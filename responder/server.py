@@ -62,6 +62,7 @@ async def run(app: web.Application, listen: Listen, early: EarlySignals) -> int:
     try:
         _write_pid(listen.pid_file)
         await stop.wait()
+        app[keys.READINESS]["shutting_down"] = lambda: False
         log.info("shutdown_started pending_replies=%d", app[keys.DISPATCHER].pending)
     finally:
         for runner in runners:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 
 from responder import keys
 from responder.dingtalk import (
@@ -47,6 +48,11 @@ async def callback(request: web.Request) -> web.Response:
 
 
 async def _read_json_body(request: web.Request) -> bytes:
+    if request.headers.get("Content-Encoding", "identity").lower() != "identity":
+        raise web.HTTPUnsupportedMediaType(
+            text=_error("unsupported_media_type", "compressed bodies (Content-Encoding) are not accepted"),
+            content_type="application/json",
+        )
     if request.content_type != "application/json" or (request.charset or "utf-8").lower() != "utf-8":
         raise web.HTTPUnsupportedMediaType(
             text=_error("unsupported_media_type", "send application/json in UTF-8"),
@@ -55,10 +61,22 @@ async def _read_json_body(request: web.Request) -> bytes:
     limit = request.app[keys.OPTIONS].max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit)
-    body = await request.content.read(limit + 1)
-    if len(body) > limit or not request.content.at_eof():
-        raise _too_large(limit)
-    return body
+    try:
+        async with asyncio.timeout(request.app[keys.OPTIONS].body_timeout_s):
+            return await _read_capped(request.content, limit)
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(
+            text=_error("timeout", "the body did not arrive in time"), content_type="application/json"
+        ) from None
+
+
+async def _read_capped(content: StreamReader, limit: int) -> bytes:
+    body = bytearray()
+    while chunk := await content.read(limit + 1 - len(body)):
+        body += chunk
+        if len(body) > limit:
+            raise _too_large(limit)
+    return bytes(body)
 
 
 def _too_large(limit: int) -> web.HTTPRequestEntityTooLarge:

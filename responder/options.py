@@ -13,6 +13,7 @@ MAX_BODY_BYTES = 64 * 1024
 class AppOptions:
     dev: bool = False
     max_body_bytes: int = MAX_BODY_BYTES
+    body_timeout_s: float = 10.0
     clock: Callable[[], float] = time.time
 
     def now_ms(self) -> int:

@@ -33,6 +33,18 @@ class Listen:
     shutdown_grace_s: float = 10.0
     reload_endpoint: bool = False
     reuse_port: bool = False
+    max_connections: int = 1024
+    # Idle keep-alive connections and requests whose headers never finish are closed after this.
+    keepalive_timeout_s: float = 15.0
+
+
+# Request-handling limits shared by production and the test client, so tests see what users get.
+HANDLER_OPTIONS = {
+    "auto_decompress": False,  # compressed bodies are refused, never inflated (no zip bombs)
+    "max_headers": 64,
+    "max_field_size": 8190,
+    "max_line_size": 8190,
+}
 
 
 class EarlySignals:
@@ -102,13 +114,10 @@ async def _start(app: web.Application, listen: Listen, reloader: Reloader) -> li
     return runners
 
 
-def _url(site: web.TCPSite) -> str:
-    server = site._server  # the bound socket tells the real port when 0 was asked for
-    sockets = getattr(server, "sockets", None) or []
-    if not sockets:
-        return site.name
-    host, port = sockets[0].getsockname()[:2]
-    return f"http://{host}:{port}"
+def _url(site: web.BaseSite) -> str:
+    if isinstance(site, web.TCPSite):
+        return f"http://{site.name.split('://', 1)[1].rsplit(':', 1)[0]}:{site.port}"
+    return site.name
 
 
 def _write_pid(path: Path | None) -> None:

@@ -20,6 +20,7 @@ from responder import dingtalk, keys
 from responder.app import create_app
 from responder.loader import load_rules
 from responder.options import AppOptions
+from responder.server import HANDLER_OPTIONS
 from responder.store import RuleStore
 
 SECRET = "test-app-secret-not-real"
@@ -158,7 +159,8 @@ def make_client(aiohttp_client: Callable[..., Awaitable[TestClient]]) -> ClientF
     async def make(rules_path: Path, environ: dict[str, str] | None = None, **options: Any) -> TestClient:
         environ = {"DINGTALK_APP_SECRET": SECRET, **(environ or {})}
         store = RuleStore(load_rules(rules_path, environ), environ)
-        return await aiohttp_client(create_app(store, AppOptions(**options)))
+        app = create_app(store, AppOptions(**options))
+        return await aiohttp_client(app, server_kwargs=HANDLER_OPTIONS)
 
     return make
 

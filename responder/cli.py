@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -224,10 +224,22 @@ def _serve_logged(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         reload_endpoint=args.enable_reload_endpoint,
     )
     try:
-        return asyncio.run(server.run(app, listen, args.early_signals))
+        with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
+            return runner.run(server.run(app, listen, args.early_signals))
     except OSError as exc:
         log.error("listen_failed error=%s", exc.strerror or exc)
         return 1
+
+
+def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (`pip install 'responder[uvloop]'`), else asyncio's own loop."""
+    try:
+        import uvloop  # type: ignore[import-not-found]
+    except ImportError:
+        log.info("event_loop name=asyncio")
+        return None
+    log.info("event_loop name=uvloop version=%s", uvloop.__version__)
+    return uvloop.new_event_loop  # type: ignore[no-any-return]
 
 
 def _refuse_unsigned(ruleset: RuleSet, args: argparse.Namespace) -> str:

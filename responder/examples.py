@@ -91,7 +91,7 @@ async def run_examples(
     for example in examples:
         outcome = await bot.answer(example_message(example.spec), ruleset, None, now)
         for key, message, detail in judge(example, outcome, ruleset):
-            position = doc.position((*example.path, key) if key else example.path)
+            position = doc.key_position((*example.path, key)) if key else doc.position(example.path)
             failures.append(
                 ExampleFailure(
                     str(ruleset.path),

@@ -63,9 +63,10 @@ class Review:
 
     def summary(self) -> str:
         parts = [f"{len(self.warnings)} warning{'' if len(self.warnings) == 1 else 's'}"]
-        if self.examples is not None:
-            report = self.examples
-            parts.insert(0, f"{report.passed} of {report.total} examples passed")
+        report = self.examples
+        if report is not None:
+            ran = f"{report.passed} of {report.total} examples passed"
+            parts.insert(0, ran if report.total else "no examples")
         return ", ".join(parts)
 
 
@@ -420,6 +421,7 @@ class _TemplateScanner:
         self.doc = doc
         self.file = str(rules_path)
         self.known = frozenset(_context_names()) | frozenset(self.env.globals)
+        self.reported: set[tuple[str, int, str]] = set()
 
     def templates(self, index: int, spec: Mapping[str, Any]) -> Iterator[_Template]:
         for key in ("template", "on_error"):
@@ -461,6 +463,9 @@ class _TemplateScanner:
         for name in sorted(template.names - self.known):
             lineno = _first_use(template.ast, name)
             line = template.first_line + lineno - 1
+            if (template.file, line, name) in self.reported:
+                continue  # a template file shared by several rules is reported once
+            self.reported.add((template.file, line, name))
             column = template.column if template.column and lineno == 1 else _column(template, lineno, name)
             yield LintWarning(
                 template.file,

@@ -93,7 +93,9 @@ def lint(ruleset: RuleSet, doc: yamldoc.YamlDocument) -> list[LintWarning]:
         *linter.unused_sources(),
         *linter.empty_urls(),
     ]
-    return sorted(set(found), key=lambda w: (w.file != str(ruleset.path), w.file, w.line, w.column))
+    return sorted(
+        set(found), key=lambda w: (w.file != str(ruleset.path), w.file, w.line, w.column, w.message)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +132,10 @@ class _Linter:
                     yield _Word(self.by_index[index], kind, word, ("rules", index, kind, j))
 
     def duplicate_words(self) -> Iterator[LintWarning]:
+        """Reported at the rule that loses: the later one in precedence order."""
         seen: dict[str, list[_Word]] = {}
-        for word in self.words():
+        rank = {rule.index: position for position, rule in enumerate(self.ruleset.rules)}
+        for word in sorted(self.words(), key=lambda w: rank[w.rule.index]):
             key = normalise(word.word).lower()
             for earlier in seen.get(key, ()):
                 if earlier.rule is not word.rule and _same_word(earlier, word):
@@ -466,7 +470,9 @@ class _TemplateScanner:
             if (template.file, line, name) in self.reported:
                 continue  # a template file shared by several rules is reported once
             self.reported.add((template.file, line, name))
-            column = template.column if template.column and lineno == 1 else _column(template, lineno, name)
+            column = _column(template, lineno, name) if template.file != self.file else 1
+            if template.column and lineno == 1:
+                column = template.column
             yield LintWarning(
                 template.file,
                 line,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import aiohttp
 
-from responder import __version__, bot, dingtalk, server
+from responder import __version__, bot, dingtalk, examples, lint, server
 from responder.app import create_app
 from responder.loader import load_rules
 from responder.logs import setup_logging
@@ -83,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="validate rules.yaml and its templates")
     _config_option(check)
+    check.add_argument("--strict", action="store_true", help="treat warnings as errors (exit 1)")
+    check.add_argument(
+        "--no-examples", dest="examples", action="store_false", help="do not run the rules' examples"
+    )
     check.set_defaults(run=_check)
 
     try_ = commands.add_parser("try", help="show the reply the server would send for TEXT")
@@ -93,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     try_.add_argument("--private", action="store_true", help="a 1:1 chat instead of a group")
     try_.add_argument("--admin", action="store_true", help="the sender is an org admin")
     try_.add_argument("--offline", action="store_true", help="answer sources with each rule's fixture")
+    try_.add_argument("--explain", action="store_true", help="show why each rule did or did not match")
     try_.set_defaults(run=_try)
 
     sign = commands.add_parser("sign", help="print timestamp and sign headers for a callback")
@@ -125,9 +130,15 @@ def _check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     ruleset = _load(args, environ)
     if ruleset is None:
         return 1
+    review = asyncio.run(lint.review(ruleset, run_examples=args.examples))
+    for line in review.lines():
+        print(line, file=sys.stderr)
+    if not review.ok(strict=args.strict):
+        print(f"{args.config}: FAILED, {review.summary()}", file=sys.stderr)
+        return 1
     print(
         f"{args.config}: OK, {len(ruleset.rules)} rules, {len(ruleset.sources)} sources, "
-        f"sha256 {ruleset.sha256[:12]}"
+        f"{review.summary()}, sha256 {ruleset.sha256[:12]}"
     )
     return 0
 
@@ -137,6 +148,8 @@ def _try(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if ruleset is None:
         return 1
     message = sample_message(args.text, args.nick, args.staff_id, not args.private, args.admin)
+    if args.explain:
+        print(examples.format_verdicts(ruleset.matcher.explain(message)), file=sys.stderr)
     outcome = asyncio.run(_answer(message, ruleset, offline=args.offline))
     print(f"rule: {outcome.rule or '(none)'} ({outcome.reason})", file=sys.stderr)
     if outcome.reply is not None:

@@ -1,0 +1,238 @@
+"""Examples: golden tests written inside rules.yaml, run through the real engine by `responder check`.
+
+A rule's `examples:` list says what a message gets back. Each example becomes a Message, goes
+through `bot.answer` offline (sources answered by the rule's `fixture`), and the reply is compared
+with the expectations: which rule answered, substrings or a regex in the main text, a subset of the
+reply JSON, or no reply at all. Failures point at the expectation in rules.yaml and show a diff.
+Also here: the `try --explain` table, the other way to see why a message got its reply.
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from responder import bot, dingtalk
+from responder.matching import Verdict
+from responder.rules import RuleSet
+from responder.yamldoc import Path, YamlDocument
+
+DEFAULT_NICK = "Tester"
+DEFAULT_STAFF_ID = "tester"
+DEFAULT_CONVERSATION = "cidEXAMPLE"
+_EXPECTATIONS = ("rule", "contains", "matches", "equals")
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One `examples:` item: the rule it belongs to, its number there (from 1) and where it is."""
+
+    rule: str
+    number: int
+    path: Path
+    spec: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ExampleFailure:
+    file: str
+    line: int
+    column: int
+    rule: str
+    number: int
+    message: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}"
+        head = f"{where}: rule {self.rule!r}: example {self.number}: {self.message}"
+        if not self.detail:
+            return head
+        return head + "\n" + "\n".join("    " + line for line in self.detail.splitlines())
+
+
+@dataclass(frozen=True, slots=True)
+class ExampleReport:
+    total: int
+    failures: tuple[ExampleFailure, ...]
+
+    @property
+    def failed(self) -> int:
+        return len({(f.rule, f.number) for f in self.failures})
+
+    @property
+    def passed(self) -> int:
+        return self.total - self.failed
+
+
+def collect(doc: YamlDocument) -> list[Example]:
+    """Every example in the file, in file order."""
+    found = []
+    for index, spec in enumerate(doc.data.get("rules", ())):
+        for number, example in enumerate(spec.get("examples", ()), start=1):
+            found.append(Example(spec["name"], number, ("rules", index, "examples", number - 1), example))
+    return found
+
+
+async def run_examples(
+    ruleset: RuleSet,
+    doc: YamlDocument,
+    now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now().astimezone(),
+) -> ExampleReport:
+    """Run every example of `doc` (the parsed file `ruleset` was compiled from) against `ruleset`."""
+    examples = collect(doc)
+    failures: list[ExampleFailure] = []
+    for example in examples:
+        outcome = await bot.answer(example_message(example.spec), ruleset, None, now)
+        for key, message, detail in judge(example, outcome, ruleset):
+            position = doc.key_position((*example.path, key)) if key else doc.position(example.path)
+            failures.append(
+                ExampleFailure(
+                    str(ruleset.path),
+                    position.line,
+                    position.column,
+                    example.rule,
+                    example.number,
+                    message,
+                    detail,
+                )
+            )
+    return ExampleReport(len(examples), tuple(failures))
+
+
+def example_message(spec: Mapping[str, Any]) -> dingtalk.Message:
+    """The message an example describes, as DingTalk would deliver it (a group chat by default)."""
+    is_group = spec.get("chat", "group") == "group"
+    return dingtalk.Message(
+        msg_id="example",
+        msgtype=spec.get("type", "text"),
+        text=spec.get("say", ""),
+        conversation_id=spec.get("conversation", DEFAULT_CONVERSATION),
+        is_group=is_group,
+        conversation_title="responder examples" if is_group else "",
+        sender_nick=spec.get("nick", DEFAULT_NICK),
+        sender_staff_id=spec.get("staff_id", DEFAULT_STAFF_ID),
+        sender_id="",
+        is_admin=spec.get("admin", False),
+        session_webhook="",
+        session_webhook_expires_ms=None,
+        created_ms=None,
+        robot_code="",
+    )
+
+
+Finding = tuple[str, str, str]
+"""(expectation key or "" for the whole example, message, detail)."""
+
+
+def judge(example: Example, outcome: bot.Outcome, ruleset: RuleSet) -> list[Finding]:
+    """Everything about `outcome` that the example did not expect; empty when it passes."""
+    spec = example.spec
+    if outcome.render_error:
+        return [("", f"the reply failed to render: {outcome.render_error}", "")]
+    if spec.get("no_reply"):
+        return _judge_silence(spec, outcome)
+    expected_rule = spec.get("rule", example.rule)
+    if ruleset.rule(expected_rule) is None:
+        return [("rule", f"there is no rule named {expected_rule!r}", "")]
+    if outcome.reply is None:
+        why = f"expected a reply from rule {expected_rule!r}, but none was sent ({outcome.reason})"
+        return [("", why, "")]
+    if outcome.rule != expected_rule:
+        why = f"answered by rule {outcome.rule!r} ({outcome.reason}), expected rule {expected_rule!r}"
+        return [("rule" if "rule" in spec else "say", why, "")]
+    return _judge_reply(spec, outcome.reply)
+
+
+def _judge_silence(spec: Mapping[str, Any], outcome: bot.Outcome) -> list[Finding]:
+    mixed = [key for key in _EXPECTATIONS if key in spec]
+    if mixed:
+        return [("no_reply", f"no_reply cannot be combined with {', '.join(mixed)}", "")]
+    if outcome.reply is None:
+        return []
+    return [("no_reply", f"expected no reply, but rule {outcome.rule!r} answered", _shown(outcome.reply))]
+
+
+def _judge_reply(spec: Mapping[str, Any], reply: dingtalk.Reply) -> list[Finding]:
+    text = main_text(reply)
+    findings: list[Finding] = []
+    words = spec.get("contains", ())
+    for word in [words] if isinstance(words, str) else words:
+        if word not in text:
+            findings.append(("contains", f"the reply text does not contain {word!r}", _shown(reply)))
+    if "matches" in spec:
+        findings.extend(_judge_regex(spec["matches"], text, reply))
+    if "equals" in spec:
+        findings.extend(_judge_fields(spec["equals"], dingtalk.encode_reply(reply)))
+    return findings
+
+
+def _judge_regex(pattern: str, text: str, reply: dingtalk.Reply) -> list[Finding]:
+    try:
+        found = re.search(pattern, text)
+    except re.error as exc:
+        return [("matches", f"matches: bad regex: {exc.msg} at position {exc.pos}", "")]
+    return [] if found else [("matches", f"the reply text does not match {pattern!r}", _shown(reply))]
+
+
+def _judge_fields(expected: Mapping[str, Any], body: Mapping[str, Any]) -> list[Finding]:
+    actual = project(expected, body)
+    if actual == expected:
+        return []
+    diff = difflib.unified_diff(
+        _as_yaml(expected).splitlines(),
+        _as_yaml(actual).splitlines(),
+        fromfile="expected (equals)",
+        tofile="actual reply",
+        lineterm="",
+    )
+    return [("equals", "the reply differs from `equals`", "\n".join(diff))]
+
+
+def project(expected: Any, actual: Any) -> Any:
+    """`actual` cut down to the keys `expected` names, so a subset compares equal to its superset."""
+    if isinstance(expected, Mapping) and isinstance(actual, Mapping):
+        return {k: project(v, actual[k]) for k, v in expected.items() if k in actual}
+    if isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
+        return [project(e, a) for e, a in zip(expected, actual, strict=True)]
+    return actual
+
+
+def main_text(reply: dingtalk.Reply) -> str:
+    """What `contains` and `matches` look at: the text, or a feedCard's titles one per line."""
+    if reply.msgtype == "feedCard":
+        return "\n".join(link.title for link in reply.links)
+    return reply.text
+
+
+def _shown(reply: dingtalk.Reply) -> str:
+    return "actual reply text:\n" + "\n".join("  " + line for line in main_text(reply).splitlines())
+
+
+class _ReadableDumper(yaml.SafeDumper):
+    """Multi-line strings as `|` blocks, so a diff shows the changed line of a template."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_ReadableDumper.add_representer(str, _represent_str)
+
+
+def _as_yaml(value: Any) -> str:
+    return yaml.dump(value, Dumper=_ReadableDumper, allow_unicode=True, sort_keys=False, width=1000)
+
+
+def format_verdicts(verdicts: Sequence[Verdict]) -> str:
+    """The `try --explain` table: one line per rule in precedence order, ✓ for the one that answered."""
+    width = max((len(v.rule) for v in verdicts), default=0)
+    lines = [f"{'✓' if v.matched else '✗'} {v.rule:<{width}}  {v.reason}" for v in verdicts]
+    return "\n".join(lines)

@@ -146,6 +146,8 @@ class FakeGateway:
     client_id: str = CLIENT_ID
     client_secret: str = CLIENT_SECRET
     answer_pings: bool = True
+    reject_next_ticket: bool = False
+    """Refuse the next WebSocket upgrade as if its ticket had expired."""
     fail_registrations: list[int] = field(default_factory=list)
     """Statuses to answer the next registrations with, consumed front first."""
     registrations: list[Registration] = field(default_factory=list)
@@ -209,7 +211,8 @@ class FakeGateway:
 
     async def _connect(self, request: web.Request) -> web.StreamResponse:
         ticket = request.query.get("ticket", "")
-        if ticket not in self._issued or ticket in self._used:
+        expired, self.reject_next_ticket = self.reject_next_ticket, False
+        if expired or ticket not in self._issued or ticket in self._used:
             self.rejected_tickets.append(ticket)
             await self._notify()
             raise web.HTTPUnauthorized(text="ticket unknown or already used")

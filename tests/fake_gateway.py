@@ -30,6 +30,28 @@ CLIENT_SECRET = "test-client-secret-not-real"
 WAIT_S = 5.0
 
 
+def bot_body(msg_id: str = "msgTESTmsgTESTmsgTEST==", text: str = " 部署 prod") -> dict[str, Any]:
+    """A bot message body shaped like the official sample (dingtalk-protocol.md section 9)."""
+    return {
+        "conversationId": "cidTEST0000000000000000000==",
+        "chatbotUserId": "$:LWCP_v1:$BOTbotBOTbotBOTbot",
+        "msgId": msg_id,
+        "senderNick": "张三",
+        "isAdmin": False,
+        "senderStaffId": "user123",
+        "sessionWebhookExpiredTime": 1700005399000,
+        "createAt": 1699999999000,
+        "conversationType": "2",
+        "senderId": "$:LWCP_v1:$SENDERsenderSENDER==",
+        "conversationTitle": "机器人测试群",
+        "isInAtList": True,
+        "sessionWebhook": "https://oapi.dingtalk.com/robot/sendBySession?session=0123456789abcdef",
+        "text": {"content": text},
+        "robotCode": "dingTESTROBOTCODE",
+        "msgtype": "text",
+    }
+
+
 class GatewayProtocolError(AssertionError):
     """The client sent something the real gateway would not accept."""
 

@@ -22,31 +22,11 @@ from tests.fake_gateway import (
     CLIENT_SECRET,
     FakeGateway,
     GatewayConnection,
+    bot_body,
     callback_frame,
 )
 
 WAIT_S = 5.0
-
-
-def bot_body(msg_id: str = "msgTESTmsgTESTmsgTEST==", text: str = " 部署 prod") -> dict[str, Any]:
-    return {
-        "conversationId": "cidTEST0000000000000000000==",
-        "chatbotUserId": "$:LWCP_v1:$BOTbotBOTbotBOTbot",
-        "msgId": msg_id,
-        "senderNick": "张三",
-        "isAdmin": False,
-        "senderStaffId": "user123",
-        "sessionWebhookExpiredTime": 1700005399000,
-        "createAt": 1699999999000,
-        "conversationType": "2",
-        "senderId": "$:LWCP_v1:$SENDERsenderSENDER==",
-        "conversationTitle": "机器人测试群",
-        "isInAtList": True,
-        "sessionWebhook": "https://oapi.dingtalk.com/robot/sendBySession?session=0123456789abcdef",
-        "text": {"content": text},
-        "robotCode": "dingTESTROBOTCODE",
-        "msgtype": "text",
-    }
 
 
 class Inbox:
@@ -353,6 +333,16 @@ async def test_frame_redelivered_after_reconnect_is_not_submitted_again(
     assert [m.msg_id for m in rig.inbox.messages] == ["msgLost", "msgBarrier"]
     assert rig.inbox.replies == ["msgLost", "msgBarrier"]
     assert rig.frames("callback", "duplicate") == 2
+
+
+async def test_redelivered_malformed_frame_is_recognised_by_its_message_id(
+    start_rig: StartRig, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig, conn = await connected_rig(start_rig)
+    frame = callback_frame("not json", "bad_again")
+    assert (await conn.request(frame))["code"] == (await conn.request(frame))["code"] == 200
+    assert caplog.text.count("stream_frame_rejected message_id=bad_again") == 1
+    assert (rig.frames("callback", "rejected"), rig.frames("callback", "duplicate")) == (1, 1)
 
 
 @pytest.mark.parametrize("failures", [[500], [401], [500, 401, 503]])

@@ -8,7 +8,6 @@ backoff until cancelled. Parsing and ACK encoding live in `frames`; replies are 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -20,26 +19,9 @@ from yarl import URL
 from responder import __version__
 from responder.dingtalk import Message, MessageError, parse_message
 from responder.metrics import Metrics
+from responder.stream import frames
 from responder.stream.backoff import Backoff
-from responder.stream.frames import (
-    BOT_TOPIC,
-    CALLBACK,
-    DISCONNECT,
-    EVENT,
-    EVENT_ACK_DATA,
-    NOT_FOUND,
-    PING,
-    REGISTER_PATH,
-    SYSTEM,
-    Endpoint,
-    Frame,
-    FrameError,
-    RegistrationError,
-    encode_ack,
-    parse_frame,
-    parse_registration,
-    registration_body,
-)
+from responder.stream.frames import Endpoint, Frame, FrameError, RegistrationError
 from responder.stream.recent import RecentIds
 
 log = logging.getLogger(__name__)
@@ -74,8 +56,8 @@ class StreamClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._session = session
-        self._register_url = api_base.rstrip("/") + REGISTER_PATH
-        self._body = registration_body(client_id, client_secret, user_agent, local_ip)
+        self._register_url = api_base.rstrip("/") + frames.REGISTER_PATH
+        self._body = frames.registration_body(client_id, client_secret, user_agent, local_ip)
         self._user_agent = user_agent
         self._submit = submit
         self._metrics = metrics if metrics is not None else Metrics()
@@ -141,7 +123,7 @@ class StreamClient:
             raise RegistrationError("bad_body") from None
         except _NETWORK_ERRORS as exc:
             raise RegistrationError(type(exc).__name__) from None
-        return parse_registration(payload)
+        return frames.parse_registration(payload)
 
     async def _connect(self, endpoint: Endpoint) -> aiohttp.ClientWebSocketResponse:
         # The handshake needs its own deadline: the session's default is minutes long.
@@ -191,32 +173,32 @@ class StreamClient:
     async def _on_text(self, ws: aiohttp.ClientWebSocketResponse, text: str) -> bool:
         """Answer one frame; False when the gateway asked us to reconnect."""
         try:
-            frame = parse_frame(text)
+            frame = frames.parse_frame(text)
         except FrameError as exc:
             # Without a messageId there is nothing to ACK; the gateway will time it out.
             log.warning("stream_frame_rejected type=unknown reason=%s", exc)
             self._count("unknown", "malformed")
             return True
         self._frames_on_socket += 1
-        if frame.type == CALLBACK:
+        if frame.type == frames.CALLBACK:
             await self._on_callback(ws, frame)
-        elif frame.type == SYSTEM:
+        elif frame.type == frames.SYSTEM:
             return await self._on_system(ws, frame)
-        elif frame.type == EVENT:
-            await ws.send_str(encode_ack(frame.message_id, data=EVENT_ACK_DATA))
+        elif frame.type == frames.EVENT:
+            await ws.send_str(frames.encode_ack(frame.message_id, data=frames.EVENT_ACK_DATA))
             self._count("event", "ignored")
         else:
-            await ws.send_str(encode_ack(frame.message_id, code=NOT_FOUND))
+            await ws.send_str(frames.encode_ack(frame.message_id, code=frames.NOT_FOUND))
             self._count("unknown", "unknown_type")
         return True
 
     async def _on_callback(self, ws: aiohttp.ClientWebSocketResponse, frame: Frame) -> None:
-        if frame.topic != BOT_TOPIC:
-            await ws.send_str(encode_ack(frame.message_id, code=NOT_FOUND))
+        if frame.topic != frames.BOT_TOPIC:
+            await ws.send_str(frames.encode_ack(frame.message_id, code=frames.NOT_FOUND))
             self._count("callback", "unknown_topic")
             return
         # ACK first: a slow or failing handler must not make the gateway redeliver.
-        await ws.send_str(encode_ack(frame.message_id))
+        await ws.send_str(frames.encode_ack(frame.message_id))
         self._count("callback", self._deliver(frame))
 
     def _deliver(self, frame: Frame) -> str:
@@ -238,13 +220,13 @@ class StreamClient:
         return "submitted"
 
     async def _on_system(self, ws: aiohttp.ClientWebSocketResponse, frame: Frame) -> bool:
-        if frame.topic == DISCONNECT:
-            log.info("stream_disconnect_requested reason=%s", _disconnect_reason(frame.data))
+        if frame.topic == frames.DISCONNECT:
+            log.info("stream_disconnect_requested reason=%s", frames.disconnect_reason(frame.data))
             self._count("system", "disconnect")
             return False
         # ping needs its `data` echoed; legacy topics (CONNECTED, KEEPALIVE…) get the same answer.
-        await ws.send_str(encode_ack(frame.message_id, data=frame.data))
-        self._count("system", "pong" if frame.topic == PING else "ignored")
+        await ws.send_str(frames.encode_ack(frame.message_id, data=frame.data))
+        self._count("system", "pong" if frame.topic == frames.PING else "ignored")
         return True
 
     def _count(self, frame_type: str, result: str) -> None:
@@ -258,11 +240,3 @@ def _close_reason(ws: aiohttp.ClientWebSocketResponse) -> str:
     if exc is not None:
         return type(exc).__name__
     return f"closed code={ws.close_code}"
-
-
-def _disconnect_reason(data: str) -> str:
-    try:
-        reason = json.loads(data).get("reason", "")
-    except (ValueError, AttributeError):
-        return "unknown"
-    return str(reason)[:200] if reason else "unknown"

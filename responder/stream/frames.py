@@ -126,3 +126,12 @@ def encode_ack(message_id: str, *, code: int = OK, data: str = BOT_ACK_DATA) -> 
         },
         ensure_ascii=False,
     )
+
+
+def disconnect_reason(data: str) -> str:
+    """The `reason` of a SYSTEM disconnect frame, cut short for logging."""
+    try:
+        reason = json.loads(data).get("reason", "")
+    except (ValueError, AttributeError):
+        return "unknown"
+    return str(reason)[:200] if reason else "unknown"

@@ -42,7 +42,7 @@ class StreamClient:
         api_base: str,
         client_id: str,
         client_secret: str,
-        submit: Callable[[Message], None],
+        submit: Callable[[Message], object],
         metrics: Metrics | None = None,
         keepalive_s: float = 60.0,
         backoff_initial_s: float = 1.0,

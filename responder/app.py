@@ -6,6 +6,7 @@ as many apps as they like.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -17,6 +18,7 @@ from responder.metrics import Metrics
 from responder.options import AppOptions
 from responder.sources import SourceHub
 from responder.store import RuleStore
+from responder.stream import StreamClient
 
 SHUTDOWN_GRACE_S = 10.0
 
@@ -34,7 +36,9 @@ def create_app(
     app[keys.METRICS] = metrics
     app[keys.READINESS] = {}
     app.cleanup_ctx.append(_outbound)
-    app.router.add_post(store.current.dingtalk.callback_path, handlers.callback)
+    app.cleanup_ctx.append(_stream)
+    if store.current.dingtalk.mode in ("http", "both"):
+        app.router.add_post(store.current.dingtalk.callback_path, handlers.callback)
     app.router.add_get("/-/healthy", admin.healthy)
     app.router.add_get("/-/ready", admin.ready)
     return app
@@ -56,3 +60,24 @@ async def _outbound(app: web.Application) -> AsyncIterator[None]:
     await app[keys.DISPATCHER].drain(SHUTDOWN_GRACE_S)
     await hub.close()
     await session.close()
+
+
+async def _stream(app: web.Application) -> AsyncIterator[None]:
+    """Stream mode: dial out to DingTalk and feed its messages to the same dispatcher."""
+    dingtalk = app[keys.STORE].current.dingtalk
+    if dingtalk.mode not in ("stream", "both"):
+        yield
+        return
+    client = StreamClient(
+        app[keys.HTTP],
+        api_base=dingtalk.api_base,
+        client_id=dingtalk.client_id,
+        client_secret=dingtalk.client_secret,
+        submit=app[keys.DISPATCHER].submit,
+        metrics=app[keys.METRICS],
+    )
+    app[keys.READINESS]["stream"] = lambda: client.is_live
+    task = asyncio.get_running_loop().create_task(client.run())
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

@@ -224,7 +224,7 @@ def _serve_logged(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if refusal:
         print(f"responder serve: {refusal}", file=sys.stderr)
         return 1
-    if not ruleset.dingtalk.app_secrets:
+    if not ruleset.dingtalk.app_secrets and ruleset.dingtalk.mode != "stream":
         log.warning("dev_mode_unsigned DEVELOPMENT MODE: callbacks are NOT authenticated (no app_secret)")
     app = create_app(RuleStore(ruleset, environ), AppOptions(dev=args.dev))
     listen = Listen(
@@ -256,7 +256,7 @@ def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def _refuse_unsigned(ruleset: RuleSet, args: argparse.Namespace) -> str:
-    if ruleset.dingtalk.app_secrets:
+    if ruleset.dingtalk.app_secrets or ruleset.dingtalk.mode == "stream":
         return ""
     if not args.dev:
         return "no dingtalk.app_secret is set; set DINGTALK_APP_SECRET, or use --dev on a loopback address"

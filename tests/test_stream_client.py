@@ -137,9 +137,7 @@ async def test_registers_with_credentials_bot_topic_and_json_accept(start_rig: S
     assert registration.status == 200
     assert registration.body["clientId"] == CLIENT_ID
     assert registration.body["clientSecret"] == CLIENT_SECRET
-    assert registration.body["subscriptions"] == [
-        {"type": "CALLBACK", "topic": "/v1.0/im/bot/messages/get"}
-    ]
+    assert registration.body["subscriptions"] == [{"type": "CALLBACK", "topic": "/v1.0/im/bot/messages/get"}]
     assert registration.body["ua"].startswith("responder/")
     assert registration.body["localIp"] == "10.0.0.5"
     assert registration.headers["Accept"] == "application/json"
@@ -227,9 +225,7 @@ async def test_unknown_callback_topic_is_acked_with_404_and_not_submitted(
     ack = await conn.push_callback(bot_body(), topic="/v1.0/card/instances/callback")
     assert ack["code"] == AckMessage.STATUS_NOT_IMPLEMENT
     await conn.push_callback(bot_body("msgAfter"))
-    assert (
-        [(await rig.inbox.next()).msg_id] == ["msgAfter"] == [m.msg_id for m in rig.inbox.messages]
-    )
+    assert [(await rig.inbox.next()).msg_id] == ["msgAfter"] == [m.msg_id for m in rig.inbox.messages]
     assert rig.frames("callback", "unknown_topic") == 1
 
 
@@ -350,9 +346,7 @@ async def test_registration_failure_backs_off_then_succeeds(
     start_rig: StartRig, caplog: pytest.LogCaptureFixture, failures: list[int]
 ) -> None:
     gateway = FakeGateway(fail_registrations=list(failures))
-    rig, conn = await connected_rig(
-        start_rig, gateway=gateway, backoff_initial_s=1.0, backoff_max_s=60.0
-    )
+    rig, conn = await connected_rig(start_rig, gateway=gateway, backoff_initial_s=1.0, backoff_max_s=60.0)
     assert [r.status for r in gateway.registrations] == [*failures, 200]
     ceilings = [2**n for n in range(len(failures))]
     assert len(rig.sleeps.delays) == len(failures)
@@ -419,9 +413,7 @@ async def test_backoff_keeps_growing_after_a_connection_that_died_at_once(
 async def test_backoff_resets_after_a_long_quiet_connection(start_rig: StartRig) -> None:
     now = [1000.0]
     gateway = FakeGateway(fail_registrations=[500, 500, 500])
-    rig, first = await connected_rig(
-        start_rig, gateway=gateway, backoff_initial_s=1.0, clock=lambda: now[0]
-    )
+    rig, first = await connected_rig(start_rig, gateway=gateway, backoff_initial_s=1.0, clock=lambda: now[0])
     now[0] += 30.0
     first.abort()
     await rig.gateway.next_connection()

@@ -59,18 +59,14 @@ async def test_official_sdk_client_registers_and_acks_through_the_fake_gateway(
     assert gateway.registrations[0].body["clientId"] == CLIENT_ID
 
 
-async def register(
-    session: aiohttp.ClientSession, base: str, secret: str
-) -> aiohttp.ClientResponse:
+async def register(session: aiohttp.ClientSession, base: str, secret: str) -> aiohttp.ClientResponse:
     body = {
         "clientId": CLIENT_ID,
         "clientSecret": secret,
         "subscriptions": [{"type": "CALLBACK", "topic": "/v1.0/im/bot/messages/get"}],
     }
     headers = {"Accept": "application/json"}
-    async with session.post(
-        f"{base}/v1.0/gateway/connections/open", json=body, headers=headers
-    ) as r:
+    async with session.post(f"{base}/v1.0/gateway/connections/open", json=body, headers=headers) as r:
         await r.read()
         return r
 

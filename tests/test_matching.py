@@ -57,7 +57,8 @@ def fw(text: str) -> str:
 def ruleset_from(tmp_path: Path, text: str) -> RuleSet:
     path = tmp_path / "rules.yaml"
     path.write_text(text, encoding="utf-8")
-    return load_rules(path, {})
+    # content= skips only the settle-and-reread of the file (covered by test_loader), not the checks.
+    return load_rules(path, {}, content=path.read_bytes())
 
 
 @pytest.fixture

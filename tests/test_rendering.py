@@ -96,7 +96,8 @@ def ruleset_from(tmp_path: Path, text: str, templates: dict[str, str] | None = N
         target.write_text(content, encoding="utf-8")
     path = tmp_path / "rules.yaml"
     path.write_text(text, encoding="utf-8")
-    return load_rules(path, {})
+    # content= skips only the settle-and-reread of the file (covered by test_loader), not the checks.
+    return load_rules(path, {}, content=path.read_bytes())
 
 
 @pytest.fixture
@@ -434,6 +435,11 @@ rules:
 """
 
 
+def reload(tmp_path: Path) -> RuleSet:
+    path = tmp_path / "rules.yaml"
+    return load_rules(path, {}, content=path.read_bytes())
+
+
 @pytest.fixture
 def help_rules(tmp_path: Path) -> RuleSet:
     shutil.copytree(ROOT / "templates", tmp_path / "templates")
@@ -457,7 +463,7 @@ async def test_help_follows_the_rules_file(tmp_path: Path, help_rules: RuleSet) 
     (tmp_path / "rules.yaml").write_text(
         _HELP_RULES.replace("Weather for a city", "Forecast for a city"), encoding="utf-8"
     )
-    text = (await reply_json(load_rules(tmp_path / "rules.yaml", {}), message("help")))["markdown"]["text"]
+    text = (await reply_json(reload(tmp_path), message("help")))["markdown"]["text"]
     assert "Forecast for a city" in text
     assert "Weather for a city" not in text
 
@@ -470,7 +476,7 @@ async def test_help_follows_the_rules_file(tmp_path: Path, help_rules: RuleSet) 
 async def test_help_lists_described_regex_rule(tmp_path: Path, help_rules: RuleSet) -> None:
     extra = "  - {name: release, description: Release to an env, regex: '^release', msgtype: text, body: r}\n"
     (tmp_path / "rules.yaml").write_text(_HELP_RULES + extra, encoding="utf-8")
-    text = (await reply_json(load_rules(tmp_path / "rules.yaml", {}), message("help")))["markdown"]["text"]
+    text = (await reply_json(reload(tmp_path), message("help")))["markdown"]["text"]
     assert "Release to an env" in text
 
 

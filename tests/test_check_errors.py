@@ -111,6 +111,15 @@ BROKEN_FILES = [
         "type 'string'\" at the list, without the quoting hint or the item's position",
     ),
     _xfail(
+        "empty_word_list.yaml",
+        "`keywords: []` says \"[] is not of type 'string'\" instead of saying the list is empty",
+    ),
+    _xfail(
+        "jinja_folded_block.yaml",
+        "a Jinja error inside a `>` folded block is placed on the block's first line (8), not on "
+        "its own line (9): folding joins the lines before Jinja numbers them",
+    ),
+    _xfail(
         "actioncard_without_button.yaml",
         "actionCard without button(s) says only \"'button' is required\", never mentioning buttons",
     ),

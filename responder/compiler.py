@@ -7,6 +7,7 @@ regexes, template syntax, unknown sources) with its position before giving up.
 from __future__ import annotations
 
 import re
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -66,8 +67,9 @@ class _Compiler:
             catalogue=tuple(_catalogue_entry(spec) for spec in self.data["rules"] if not spec.get("hidden")),
         )
 
-    def problem(self, path: yamldoc.Path, message: str) -> None:
-        position = self.doc.position(path)
+    def problem(self, path: yamldoc.Path, message: str, *, at_key: bool = False) -> None:
+        """Record a problem at the value of `path`, or at its key (`at_key`: for unwanted keys)."""
+        position = self.doc.key_position(path) if at_key else self.doc.position(path)
         self.problems.append(Problem(self.file, position.line, position.column, message))
 
     def dingtalk(self, spec: Mapping[str, Any]) -> DingTalkConfig:
@@ -135,11 +137,11 @@ class _Compiler:
     def check_reply_keys(self, at: yamldoc.Path, spec: Mapping[str, Any], label: str) -> None:
         allowed = _KEYS_BY_MSGTYPE[spec["msgtype"]]
         for key in sorted((_REPLY_KEYS - allowed) & spec.keys()):
-            self.problem((*at, key), f"{label}{key} does not apply to msgtype {spec['msgtype']}")
+            self.problem((*at, key), f"{label}{key} does not apply to msgtype {spec['msgtype']}", at_key=True)
         if "on_error" in spec and "source" not in spec:
-            self.problem((*at, "on_error"), f"{label}on_error needs a source")
+            self.problem((*at, "on_error"), f"{label}on_error needs a source", at_key=True)
         if "fixture" in spec and "source" not in spec:
-            self.problem((*at, "fixture"), f"{label}fixture needs a source")
+            self.problem((*at, "fixture"), f"{label}fixture needs a source", at_key=True)
 
     def trigger(
         self, at: yamldoc.Path, spec: Mapping[str, Any], defaults: Mapping[str, Any], label: str
@@ -150,6 +152,9 @@ class _Compiler:
             return compile_trigger(kind, spec[kind], case_sensitive=case_sensitive)
         except re.error as exc:
             self.problem((*at, kind), f"{label}regex: {exc.msg} at position {exc.pos}")
+            return None
+        except ValueError as exc:
+            self.problem((*at, kind), f"{label}{kind}: {exc}")
             return None
 
     def source(
@@ -263,9 +268,23 @@ class _TemplateCompiler:
         position = self.owner.doc.position(full)
         node = self.owner.doc.scalar(full)
         block = 1 if node is not None and node.style in ("|", ">") else 0
-        line = position.line + block + (exc.lineno or 1) - 1
+        lineno = exc.lineno or 1
+        if node is not None and node.style == ">":
+            lineno = self.unfolded_lineno(node) or lineno
+        line = position.line + block + lineno - 1
         column = position.column if (exc.lineno or 1) == 1 and not block else 1
         self.owner.problems.append(Problem(self.owner.file, line, column, f"{self.label}{exc.message}"))
+
+    def unfolded_lineno(self, node: yamldoc.ScalarNode) -> int | None:
+        """A `>` block folds its lines into one before Jinja numbers them; compile the block as
+        written, line breaks kept, to find which of its lines is wrong."""
+        raw = node.start_mark.buffer[node.start_mark.index : node.end_mark.index]
+        written = textwrap.dedent(raw.split("\n", 1)[1] if "\n" in raw else "")
+        try:
+            self.owner.env.parse(written)
+        except jinja2.TemplateSyntaxError as exc:
+            return exc.lineno
+        return None
 
 
 def _scope(spec: Mapping[str, Any]) -> Scope:

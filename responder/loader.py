@@ -35,7 +35,9 @@ def load_rules(path: Path, environ: Mapping[str, str], *, content: bytes | None 
         text = raw.decode("utf-8")
         doc = yamldoc.parse(text, name)
     except UnicodeDecodeError as exc:
-        raise RulesError([Problem(name, 1, 1, f"not UTF-8 (byte {exc.start})")]) from None
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - raw.rfind(b"\n", 0, exc.start)
+        raise RulesError([Problem(name, line, column, "not UTF-8: save the file as UTF-8")]) from None
     except yamldoc.YamlError as exc:
         raise RulesError([_at(name, p) for p in exc.problems]) from None
     problems = [_at(name, p) for p in schema.validate(doc)]

@@ -74,6 +74,8 @@ def compile_trigger(kind: str, value: str | Sequence[str] | bool, *, case_sensit
         assert isinstance(value, str)
         return Trigger(kind, case_sensitive=case_sensitive, pattern=re.compile(value, flags))
     words = tuple(normalise(w) for w in ([value] if isinstance(value, str) else value))
+    if not all(words):
+        raise ValueError("a word is empty once normalised (whitespace, or a leading @Name, is dropped)")
     if not case_sensitive:
         words = tuple(w.lower() for w in words)
     pattern = re.compile("|".join(_whole_word(w) for w in words), flags) if kind == "contains" else None
@@ -131,7 +133,9 @@ class Matcher:
         table = {"keywords": self._exact, "command": self._command}.get(trigger.kind)
         if table is not None:
             for word in trigger.words:
-                ranks = table.setdefault((trigger.case_sensitive, word), [])
+                # A command may be several words ("show ip"); it is indexed by its first word.
+                key = word.split(" ", 1)[0] if trigger.kind == "command" else word
+                ranks = table.setdefault((trigger.case_sensitive, key), [])
                 if rank not in ranks:
                     ranks.append(rank)
         elif trigger.kind in ("regex", "contains"):
@@ -187,9 +191,10 @@ def _try(rule: Matchable, text: str) -> Match | None:
     if trigger.kind == "keywords" and folded in trigger.words:
         return Match(rule, text, reason=f"keyword {folded!r}")
     if trigger.kind == "command":
-        head, _, rest = text.partition(" ")
-        if trigger.fold(head) in trigger.words:
-            return Match(rule, text, tuple(rest.split()), rest, reason=f"command {head!r}")
+        for command in trigger.words:
+            if folded == command or folded.startswith(command + " "):
+                rest = text[len(command) + 1 :]
+                return Match(rule, text, tuple(rest.split()), rest, reason=f"command {command!r}")
     if trigger.kind in ("regex", "contains") and trigger.pattern is not None:
         found = trigger.pattern.search(text)
         if found:

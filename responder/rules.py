@@ -59,8 +59,9 @@ class Rule:
     trigger: Trigger
     scope: Scope
     reply: ReplyTemplate
-    source: SourceSpec | None = None
-    fixture: Any = None
+    # Source specs may hold secrets (headers from ${ENV}); keep them out of repr and logs.
+    source: SourceSpec | None = field(default=None, repr=False)
+    fixture: Any = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +73,7 @@ class RuleSet:
     dingtalk: DingTalkConfig
     rules: tuple[Rule, ...]
     matcher: Matcher = field(repr=False)
-    sources: Mapping[str, SourceSpec]
+    sources: Mapping[str, SourceSpec] = field(repr=False)
     catalogue: tuple[Mapping[str, Any], ...] = field(repr=False)
 
     def rule(self, name: str) -> Rule | None:

@@ -26,7 +26,9 @@ _MATCH_KEYS = ("keywords", "command", "regex", "contains", "fallback", "non_text
 _ONE_OF_HINTS = {
     "Exactly one way to match.": _MATCH_KEYS,
     "Every other message type needs a template or an inline body.": ("template", "body"),
+    "actionCard needs button or buttons.": ("button", "buttons"),
 }
+_JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number"}
 
 
 @functools.cache
@@ -52,13 +54,32 @@ def validate(doc: YamlDocument) -> list[YamlProblem]:
 
 
 def _leaves(errors: list[ValidationError]) -> Iterator[ValidationError]:
-    """Condense anyOf/oneOf noise: keep the most relevant branch unless we explain it ourselves."""
+    """Condense anyOf/oneOf noise: report the branch meant for the value's own type (a list's
+    items one by one), else the most relevant error, unless we explain the oneOf ourselves."""
     for error in errors:
         hint = error.schema.get("description") if isinstance(error.schema, dict) else None
         if error.validator == "oneOf" and hint not in _ONE_OF_HINTS and error.context:
-            yield best_match(error.context)
+            yield from _leaves(_branch_for_type(error) or [best_match(error.context)])
         else:
             yield error
+
+
+def _branch_for_type(error: ValidationError) -> list[ValidationError]:
+    """The errors of the oneOf branch whose `type` is the instance's type (e.g. the array form)."""
+    kind = _JSON_TYPES.get(type(error.instance))
+    branches = error.schema.get("oneOf", [])
+    for index, branch in enumerate(branches):
+        resolved = _resolve(branch)
+        if resolved.get("type") == kind:
+            return [e for e in error.context if e.relative_schema_path and e.relative_schema_path[0] == index]
+    return []
+
+
+def _resolve(branch: dict[str, Any]) -> dict[str, Any]:
+    ref = branch.get("$ref", "")
+    if ref.startswith("#/$defs/"):
+        return dict(load_schema()["$defs"][ref.removeprefix("#/$defs/")])
+    return branch
 
 
 def _problem(doc: YamlDocument, error: ValidationError) -> YamlProblem:
@@ -72,7 +93,7 @@ def _problem(doc: YamlDocument, error: ValidationError) -> YamlProblem:
 
 
 def _describe(doc: YamlDocument, error: ValidationError, path: DataPath) -> str:
-    where = _where(path)
+    where = _where(doc, path)
     retyped = _retyped_scalar(doc, error, path)
     if retyped:
         return f"{where}{retyped}"
@@ -87,10 +108,16 @@ def _describe(doc: YamlDocument, error: ValidationError, path: DataPath) -> str:
     return f"{where}{error.message}"
 
 
-def _where(path: DataPath) -> str:
-    if not path:
-        return ""
-    return ".".join(str(step) if isinstance(step, str) else f"[{step}]" for step in path) + ": "
+def _where(doc: YamlDocument, path: DataPath) -> str:
+    """`rule 'ip': scope.chat: ` for a rule, `dingtalk.reply: ` elsewhere."""
+    label = ""
+    if len(path) >= 2 and path[0] == "rules" and isinstance(path[1], int):
+        rule = doc.data["rules"][path[1]]
+        name = rule.get("name") if isinstance(rule, dict) else None
+        label = f"rule {name!r}: " if isinstance(name, str) else f"rules[{path[1]}]: "
+        path = path[2:]
+    dotted = "".join(f".{step}" if isinstance(step, str) else f"[{step}]" for step in path).lstrip(".")
+    return label + (f"{dotted}: " if dotted else "")
 
 
 def _unexpected_keys(error: ValidationError) -> list[str]:

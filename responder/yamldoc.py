@@ -17,6 +17,8 @@ from yaml.constructor import ConstructorError
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+__all__ = ["Position", "ScalarNode", "YamlDocument", "YamlError", "YamlProblem", "parse"]
+
 Path = tuple[str | int, ...]
 
 

@@ -76,10 +76,6 @@ def assert_reports_exactly(run: CheckRun, path: Path) -> None:
     assert run.err.splitlines()[-1] == f"{path}: {len(expected)} problem(s)"
 
 
-def _xfail(name: str, reason: str) -> pytest.ParameterSet:
-    return pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=f"BUG: {reason}"), id=name)
-
-
 BROKEN_FILES = [
     "yaml_syntax.yaml",
     "duplicate_key.yaml",
@@ -100,33 +96,12 @@ BROKEN_FILES = [
     "on_error_without_source.yaml",
     "three_problems.yaml",
     "schema_problems.yaml",
-    _xfail(
-        "missing_msgtype.yaml",
-        "without msgtype every `if msgtype ==` branch of the schema holds vacuously, so check also "
-        "demands links, title, url, title and button (6 problems instead of 1)",
-    ),
-    _xfail(
-        "yaml11_in_list.yaml",
-        'a retyped item inside a word list (`keywords: [on, yes]`) gives "[True, True] is not of '
-        "type 'string'\" at the list, without the quoting hint or the item's position",
-    ),
-    _xfail(
-        "empty_word_list.yaml",
-        "`keywords: []` says \"[] is not of type 'string'\" instead of saying the list is empty",
-    ),
-    _xfail(
-        "jinja_folded_block.yaml",
-        "a Jinja error inside a `>` folded block is placed on the block's first line (8), not on "
-        "its own line (9): folding joins the lines before Jinja numbers them",
-    ),
-    _xfail(
-        "actioncard_without_button.yaml",
-        "actionCard without button(s) says only \"'button' is required\", never mentioning buttons",
-    ),
-    _xfail(
-        "key_not_for_msgtype.yaml",
-        "`links` on a text rule is reported at the first list item (8:7), not at the key `links` (7:5)",
-    ),
+    "missing_msgtype.yaml",
+    "yaml11_in_list.yaml",
+    "empty_word_list.yaml",
+    "jinja_folded_block.yaml",
+    "actioncard_without_button.yaml",
+    "key_not_for_msgtype.yaml",
 ]
 
 
@@ -189,10 +164,6 @@ def test_jinja_error_in_template_file_names_template_path_and_line(
     assert "rule 'status'" in problem.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: schema problems inside a rule say `rules.[0]:` instead of naming the rule ('ip')",
-)
 @pytest.mark.parametrize("name", ["unknown_key.yaml", "wrong_msgtype.yaml", "two_match_kinds.yaml"])
 def test_schema_problem_inside_a_rule_names_the_rule(capsys: pytest.CaptureFixture[str], name: str) -> None:
     run = run_check(capsys, BROKEN / name)
@@ -241,7 +212,6 @@ def test_non_utf8_file_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: 
     assert "not UTF-8" in problem.message
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a non-UTF-8 byte is reported at 1:1, not at its line and column")
 def test_non_utf8_file_points_at_the_bad_byte(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     path = tmp_path / "rules.yaml"
     path.write_bytes("rules:\n  - name: café\n".encode("latin-1"))

@@ -378,11 +378,6 @@ def test_explain_for_non_text_message(tmp_path: Path) -> None:
     assert private["not-text"].reason == "scope: group chats only"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='BUG: `command: "show ip"` loads without a problem but can never match: only the first '
-    "word of a message is looked up",
-)
 def test_multi_word_command_is_refused_or_matches(tmp_path: Path) -> None:
     text = "rules:\n  - {name: show-ip, command: show ip, msgtype: text, body: a}\n"
     try:
@@ -393,10 +388,6 @@ def test_multi_word_command_is_refused_or_matches(tmp_path: Path) -> None:
     assert (found.rule.name, found.args) == ("show-ip", ("eth0",))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: keyword `@all` is normalised to the empty string, so a bare `@Bot` (empty text) fires it",
-)
 def test_keyword_that_normalises_to_nothing_is_refused_or_never_fires_on_empty_text(tmp_path: Path) -> None:
     text = "rules:\n  - {name: everyone, keywords: '@all', msgtype: text, body: a}\n"
     try:

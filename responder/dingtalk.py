@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -224,47 +224,75 @@ class Reply:
 
 
 def encode_reply(reply: Reply, max_bytes: int = MAX_REPLY_BYTES) -> dict[str, Any]:
-    """The reply JSON object exactly as DingTalk expects it, kept under `max_bytes` of UTF-8.
+    """The reply JSON object exactly as DingTalk expects it, kept under `max_bytes` of UTF-8 JSON.
 
-    An over-long text is cut with a visible marker; a feedCard too long loses entries from its end.
+    Too long: a feedCard first loses entries from its end, then the text, the title and the
+    button or entry titles are cut (in that order) with a visible marker. URLs are never cut.
     """
-    body = _encode(reply)
-    overflow = _json_size(body) - max_bytes
-    if overflow <= 0:
-        return body
+    if _fits(reply, max_bytes):
+        return _encode(reply)
     if reply.msgtype == "feedCard":
-        return _shrink_feed(reply, max_bytes)
-    return _encode(_truncate_text(reply, overflow, max_bytes))
+        reply = _drop_feed_entries(reply, max_bytes)
+    field = 0
+    while not _fits(reply, max_bytes) and field < len(_cuttable(reply)):
+        value, rebuild, marker = _cuttable(reply)[field]  # rebuilt each time: it closes over `reply`
+        reply = _cut(value, rebuild, marker, max_bytes)
+        field += 1
+    return _encode(reply)
 
 
 def dumps(body: Mapping[str, Any]) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _json_size(body: Mapping[str, Any]) -> int:
-    return len(dumps(body))
+def _fits(reply: Reply, max_bytes: int) -> bool:
+    return len(dumps(_encode(reply))) <= max_bytes
 
 
-def _truncate_text(reply: Reply, overflow: int, max_bytes: int) -> Reply:
-    text = reply.text.encode("utf-8")
-    # JSON escaping can make text bigger on the wire than in UTF-8, so cut generously and retry.
-    budget = len(text) - overflow - len(TRUNCATION_MARKER.encode()) - 64
-    while True:
-        cut = text[: max(budget, 0)].decode("utf-8", "ignore") + TRUNCATION_MARKER
-        candidate = replace(reply, text=cut)
-        if budget <= 0 or _json_size(_encode(candidate)) <= max_bytes:
-            return candidate
-        budget -= max(64, budget // 10)
+def _drop_feed_entries(reply: Reply, max_bytes: int) -> Reply:
+    links = reply.links
+    while len(links) > 1 and not _fits(replace(reply, links=links), max_bytes):
+        links = links[:-1]
+    return replace(reply, links=links)
 
 
-def _shrink_feed(reply: Reply, max_bytes: int) -> dict[str, Any]:
-    links = list(reply.links)
-    while len(links) > 1:
-        links.pop()
-        body = _encode(replace(reply, links=tuple(links)))
-        if _json_size(body) <= max_bytes:
-            return body
-    return _encode(replace(reply, links=tuple(links)))
+def _cuttable(reply: Reply) -> list[tuple[str, Callable[[str], Reply], str]]:
+    """Each text field that may be shortened, with how to rebuild the reply around a new value."""
+    fields: list[tuple[str, Callable[[str], Reply], str]] = [
+        (reply.text, lambda v: replace(reply, text=v), TRUNCATION_MARKER),
+        (reply.title, lambda v: replace(reply, title=v), "…"),
+    ]
+    if reply.single_button is not None:
+        button = reply.single_button
+        fields.append((button.title, lambda v: replace(reply, single_button=replace(button, title=v)), "…"))
+    for i, b in enumerate(reply.buttons):
+        fields.append(
+            (b.title, lambda v, i=i, b=b: _with_item(reply, "buttons", i, replace(b, title=v)), "…")
+        )
+    for i, x in enumerate(reply.links):
+        fields.append((x.title, lambda v, i=i, x=x: _with_item(reply, "links", i, replace(x, title=v)), "…"))
+    return fields
+
+
+def _with_item(reply: Reply, name: str, index: int, item: Any) -> Reply:
+    items = list(getattr(reply, name))
+    items[index] = item
+    return replace(reply, **{name: tuple(items)})
+
+
+def _cut(value: str, rebuild: Callable[[str], Reply], marker: str, max_bytes: int) -> Reply:
+    """The longest prefix of `value` (plus marker) that fits, found by bisection on the real
+    encoded size, because JSON escaping makes bytes on the wire differ from characters."""
+    if not value:
+        return rebuild(value)
+    low, high = 0, len(value)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _fits(rebuild(value[:middle] + marker), max_bytes):
+            low = middle
+        else:
+            high = middle - 1
+    return rebuild(value[:low] + marker)
 
 
 def _encode(reply: Reply) -> dict[str, Any]:

@@ -194,7 +194,8 @@ def _try(rule: Matchable, text: str) -> Match | None:
         for command in trigger.words:
             if folded == command or folded.startswith(command + " "):
                 rest = text[len(command) + 1 :]
-                return Match(rule, text, tuple(rest.split()), rest, reason=f"command {command!r}")
+                said = text[: len(command)]
+                return Match(rule, text, tuple(rest.split()), rest, reason=f"command {said!r}")
     if trigger.kind in ("regex", "contains") and trigger.pattern is not None:
         found = trigger.pattern.search(text)
         if found:

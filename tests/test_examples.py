@@ -183,14 +183,14 @@ def test_example_with_unknown_key_is_refused_by_the_schema(
     path = write_rules(tmp_path, HEADER + "    examples:\n      - say: ping\n        expect: pong\n")
     code, _, err = run_check(path, capsys)
     assert code == 1
-    assert f"{path}:9:9: rules.[0].examples.[0]: unknown key 'expect'" in err
+    assert f"{path}:9:9: rule 'ping': examples[0]: unknown key 'expect'" in err
 
 
 def test_text_example_without_say_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_rules(tmp_path, HEADER + "    examples:\n      - contains: pong\n")
     code, _, err = run_check(path, capsys)
     assert code == 1
-    assert f"{path}:8:9: rules.[0].examples.[0]: 'say' is required" in err
+    assert f"{path}:8:9: rule 'ping': examples[0]: 'say' is required" in err
 
 
 def test_equals_compares_a_subset_of_the_reply() -> None:

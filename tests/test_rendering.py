@@ -310,14 +310,6 @@ def _assert_truncated(body: dict[str, Any], text: str) -> None:
     assert len(text) > 1000
 
 
-_ESCAPE_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _truncate_text budgets UTF-8 bytes but the overflow is counted in JSON bytes: when "
-    "escaping (quotes, backslashes, control characters) adds more than ~20,000 bytes, all of the "
-    "text is dropped and only the marker is sent",
-)
-
-
 @pytest.mark.parametrize(
     ("filler", "count"),
     [
@@ -326,8 +318,8 @@ _ESCAPE_BUG = pytest.mark.xfail(
         ("<", 25_000),
         ('"', 12_000),
         ("\\", 12_000),
-        pytest.param('"', 25_000, marks=_ESCAPE_BUG),
-        pytest.param("\x01", 5000, marks=_ESCAPE_BUG),
+        ('"', 25_000),
+        ("\x01", 5000),
     ],
 )
 async def test_long_text_reply_is_truncated_with_marker(tmp_path: Path, filler: str, count: int) -> None:
@@ -378,11 +370,6 @@ def test_reply_within_limit_is_untouched() -> None:
     assert encode_reply(Reply(msgtype="text", text=text)) == {"msgtype": "text", "text": {"content": text}}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: encode_reply only shortens the text (or drops feed entries): a long title, long "
-    "buttons or one huge feed entry leave the body over 20,000 bytes",
-)
 @pytest.mark.parametrize(
     "reply",
     [
@@ -468,11 +455,6 @@ async def test_help_follows_the_rules_file(tmp_path: Path, help_rules: RuleSet) 
     assert "Weather for a city" not in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG?: the bundled help.md.j2 skips rules without words, so a visible, described regex "
-    "rule never appears in help",
-)
 async def test_help_lists_described_regex_rule(tmp_path: Path, help_rules: RuleSet) -> None:
     extra = "  - {name: release, description: Release to an env, regex: '^release', msgtype: text, body: r}\n"
     (tmp_path / "rules.yaml").write_text(_HELP_RULES + extra, encoding="utf-8")

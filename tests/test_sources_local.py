@@ -123,7 +123,9 @@ async def test_exec_env_is_minimal(hub: SourceHub, monkeypatch: pytest.MonkeyPat
 
 
 async def test_exec_output_over_the_cap_is_too_large(hub: SourceHub) -> None:
-    spec = exec_source("/bin/sh", "-c", "yes", max_output_bytes=1000)
+    spec = exec_source(
+        "/bin/sh", "-c", "yes", max_output_bytes=1000, timeout_s=30
+    )  # a loaded CI box is slow to spawn
     result = await hub.fetch(spec, SourceCall())
     assert (result.ok, result.error) == (False, "too_large")
 

@@ -20,6 +20,7 @@ from responder import __version__, bot, dingtalk
 from responder.app import create_app
 from responder.loader import load_rules
 from responder.options import AppOptions
+from responder.playground import add_playground
 from responder.rules import RulesError, RuleSet
 from responder.sources import SourceHub
 from responder.store import RuleStore
@@ -167,6 +168,11 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     store = RuleStore(ruleset, environ)
     app = create_app(store, AppOptions(dev=args.dev))
     app.cleanup_ctx.append(_reload_on_sighup(store))
+    if args.dev and _is_loopback(args.host):
+        add_playground(app)
+        log.info("playground_enabled url=http://%s:%d/-/playground/", args.host, args.port)
+    elif args.dev:
+        log.warning("playground_disabled reason=not_loopback host=%s", args.host)
     log.info(
         "serving host=%s port=%d callback_path=%s",
         args.host,

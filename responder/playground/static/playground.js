@@ -9,11 +9,13 @@
   const API_STATUS = "api/status";
   const ROBOT_NAME = "responder";
   const DATA_IMAGE = /^data:image\/(?:png|gif|jpeg|webp);base64,[A-Za-z0-9+/=\s]+$/i;
+  // A link target: no spaces, parentheses only balanced one level deep (as in Wikipedia URLs).
+  const URL_PART = "((?:[^()\\s]|\\([^()\\s]*\\))*)";
   // DingTalk's markdown subset, inline part: images, links, **bold**, *italic*, @mentions.
   const INLINE = new RegExp(
     [
-      "!\\[([^\\]\\n]*)\\]\\(([^()\\s]*)\\)",
-      "\\[([^\\]\\n]+)\\]\\(([^()\\s]*)\\)",
+      "!\\[([^\\]\\n]*)\\]\\(" + URL_PART + "\\)",
+      "\\[([^\\]\\n]+)\\]\\(" + URL_PART + "\\)",
       "\\*\\*(.+?)\\*\\*",
       "\\*([^*\\s](?:[^*\\n]*?[^*\\s])?)\\*",
       "(?<!\\S)@([^\\s@]+)",

@@ -57,7 +57,7 @@ def png_data_url(rgb: tuple[int, int, int], size: int = 8) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
-BLUE, ORANGE, GREEN = png_data_url((50, 150, 250)), png_data_url((240, 140, 26)), png_data_url((30, 142, 62))
+BLUE, ORANGE, GREEN = (png_data_url(rgb, 48) for rgb in ((50, 150, 250), (240, 140, 26), (30, 142, 62)))
 RICH_RULES = f"""
 dingtalk:
   callback_path: /dingtalk/callback

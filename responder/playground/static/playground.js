@@ -151,7 +151,9 @@
     const tag = kind === "quote" ? "blockquote" : "p";
     const content = kind === "quote" ? m[1] : m[0];
     if (open && open.tagName === tag.toUpperCase()) {
-      open.append(el("br"), inline(content, ctx, true));
+      // A picture is a block of its own: a line break after it would add an empty line.
+      if (!(open.lastChild instanceof HTMLImageElement)) open.append(el("br"));
+      open.append(inline(content, ctx, true));
       return open;
     }
     const block = wrap(tag, inline(content, ctx, true));
@@ -258,8 +260,15 @@
   // ---- transcript ---------------------------------------------------------------------------------
 
   function avatar(name, className) {
-    const chars = Array.from(String(name || "?").trim() || "?");
-    return el("span", "avatar " + className, chars.slice(-2).join("").toUpperCase());
+    return el("span", "avatar " + className, initials(String(name || "").trim()));
+  }
+
+  // DingTalk's default avatar: the last two characters of a Chinese name, else initials.
+  function initials(name) {
+    if (!name) return "?";
+    if (/[\u3400-\u9fff]/.test(name)) return Array.from(name).slice(-2).join("");
+    const words = name.split(/\s+/).slice(0, 2);
+    return words.map((word) => Array.from(word)[0]).join("").toUpperCase();
   }
 
   function entry(who, seq) {
@@ -301,7 +310,7 @@
     bubble.append(replyNode(reply, ctx));
     const col = el("div", "msg-col");
     col.append(head, bubble);
-    li.append(avatar("R", "robot"), col);
+    li.append(avatar(ROBOT_NAME, "robot"), col);
     transcript().append(li);
   }
 

@@ -19,6 +19,7 @@ from responder.app import create_app
 from responder.loader import load_rules
 from responder.logs import setup_logging
 from responder.options import AppOptions
+from responder.playground import add_playground
 from responder.rules import RulesError, RuleSet
 from responder.server import EarlySignals, Listen
 from responder.sources import SourceHub
@@ -227,6 +228,11 @@ def _serve_logged(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if not ruleset.dingtalk.app_secrets and ruleset.dingtalk.mode != "stream":
         log.warning("dev_mode_unsigned DEVELOPMENT MODE: callbacks are NOT authenticated (no app_secret)")
     app = create_app(RuleStore(ruleset, environ), AppOptions(dev=args.dev))
+    if args.dev and _is_loopback(args.host):
+        add_playground(app)
+        log.info("playground_enabled path=/-/playground/")
+    elif args.dev:
+        log.warning("playground_disabled reason=not_loopback host=%s", args.host)
     listen = Listen(
         host=args.host,
         port=args.port,

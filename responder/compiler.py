@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import textwrap
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -33,9 +34,11 @@ _KEYS_BY_MSGTYPE = {
 _REPLY_KEYS = set().union(*_KEYS_BY_MSGTYPE.values())
 
 
-def compile_ruleset(path: Path, doc: yamldoc.YamlDocument, data: Mapping[str, Any], sha256: str) -> RuleSet:
+def compile_ruleset(
+    path: Path, doc: yamldoc.YamlDocument, data: Mapping[str, Any], sha256: str, text: str = ""
+) -> RuleSet:
     """Raises RulesError listing every problem found."""
-    return _Compiler(path, doc, data).run(sha256)
+    return replace(_Compiler(path, doc, data).run(sha256), text=text)
 
 
 class _Compiler:

@@ -72,7 +72,7 @@ class Review:
 
 def read_document(ruleset: RuleSet) -> yamldoc.YamlDocument:
     """The parsed file behind `ruleset`, for positions and the parts the compiler does not keep."""
-    return yamldoc.parse(ruleset.path.read_text(encoding="utf-8"), str(ruleset.path))
+    return yamldoc.parse(ruleset.text, str(ruleset.path))
 
 
 async def review(ruleset: RuleSet, *, run_examples: bool = True) -> Review:

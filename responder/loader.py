@@ -46,7 +46,7 @@ def load_rules(path: Path, environ: Mapping[str, str], *, content: bytes | None 
     data, env_problems = interpolate(doc, environ)
     if env_problems:
         raise RulesError([_at(name, p) for p in env_problems])
-    return compile_ruleset(path, doc, data, content_sha256(raw, templates_dir(path)))
+    return compile_ruleset(path, doc, data, content_sha256(raw, templates_dir(path)), text)
 
 
 def _read(path: Path) -> bytes:

@@ -75,6 +75,8 @@ class RuleSet:
     matcher: Matcher = field(repr=False)
     sources: Mapping[str, SourceSpec] = field(repr=False)
     catalogue: tuple[Mapping[str, Any], ...] = field(repr=False)
+    # The text it was compiled from: `check` re-reads positions and examples from it, not the disk.
+    text: str = field(default="", repr=False)
 
     def rule(self, name: str) -> Rule | None:
         return next((r for r in self.rules if r.name == name), None)

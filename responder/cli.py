@@ -166,23 +166,17 @@ async def _answer(message: dingtalk.Message, ruleset: RuleSet, *, offline: bool)
 
 
 def sample_message(text: str, nick: str, staff_id: str, is_group: bool, is_admin: bool) -> dingtalk.Message:
-    """A message as DingTalk would deliver it, for `try` and the playground."""
+    """The message `responder try` answers, as DingTalk would deliver it."""
     now_ms = int(time.time() * 1000)
-    return dingtalk.Message(
+    return dingtalk.offline_message(
+        text,
         msg_id=f"try-{now_ms}",
-        msgtype="text",
-        text=text,
         conversation_id="cidTRY",
+        nick=nick,
+        staff_id=staff_id,
         is_group=is_group,
-        conversation_title="responder try" if is_group else "",
-        sender_nick=nick,
-        sender_staff_id=staff_id,
-        sender_id="",
         is_admin=is_admin,
-        session_webhook="",
-        session_webhook_expires_ms=None,
         created_ms=now_ms,
-        robot_code="",
     )
 
 

@@ -90,6 +90,37 @@ class Message:
         return self.msgtype == "text"
 
 
+def offline_message(
+    text: str,
+    *,
+    msg_id: str,
+    conversation_id: str,
+    nick: str,
+    staff_id: str,
+    is_group: bool = True,
+    is_admin: bool = False,
+    msgtype: str = "text",
+    created_ms: int | None = None,
+) -> Message:
+    """A message shaped like DingTalk's with nowhere to reply to: for try, examples, the playground."""
+    return Message(
+        msg_id=msg_id,
+        msgtype=msgtype,
+        text=text,
+        conversation_id=conversation_id,
+        is_group=is_group,
+        conversation_title="responder" if is_group else "",
+        sender_nick=nick,
+        sender_staff_id=staff_id,
+        sender_id="",
+        is_admin=is_admin,
+        session_webhook="",
+        session_webhook_expires_ms=None,
+        created_ms=created_ms,
+        robot_code="",
+    )
+
+
 def parse_message(body: bytes) -> Message:
     """Decode a callback body (HTTP body or Stream `data`). Raises MessageError with a reason."""
     try:

@@ -108,22 +108,15 @@ async def run_examples(
 
 def example_message(spec: Mapping[str, Any]) -> dingtalk.Message:
     """The message an example describes, as DingTalk would deliver it (a group chat by default)."""
-    is_group = spec.get("chat", "group") == "group"
-    return dingtalk.Message(
+    return dingtalk.offline_message(
+        spec.get("say", ""),
         msg_id="example",
-        msgtype=spec.get("type", "text"),
-        text=spec.get("say", ""),
         conversation_id=spec.get("conversation", DEFAULT_CONVERSATION),
-        is_group=is_group,
-        conversation_title="responder examples" if is_group else "",
-        sender_nick=spec.get("nick", DEFAULT_NICK),
-        sender_staff_id=spec.get("staff_id", DEFAULT_STAFF_ID),
-        sender_id="",
+        nick=spec.get("nick", DEFAULT_NICK),
+        staff_id=spec.get("staff_id", DEFAULT_STAFF_ID),
+        is_group=spec.get("chat", "group") == "group",
         is_admin=spec.get("admin", False),
-        session_webhook="",
-        session_webhook_expires_ms=None,
-        created_ms=None,
-        robot_code="",
+        msgtype=spec.get("type", "text"),
     )
 
 

@@ -114,23 +114,24 @@ class Sink:
         return item
 
 
-@pytest.fixture
-async def sink(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Sink:
+async def _recording_server(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Sink:
     recorder = Sink()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", recorder.handle)
     recorder.server = await aiohttp_server(app)
     return recorder
+
+
+@pytest.fixture
+async def sink(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Sink:
+    """The fake DingTalk sessionWebhook that replies should reach."""
+    return await _recording_server(aiohttp_server)
 
 
 @pytest.fixture
 async def trap(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Sink:
     """A server that must never be contacted."""
-    recorder = Sink()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", recorder.handle)
-    recorder.server = await aiohttp_server(app)
-    return recorder
+    return await _recording_server(aiohttp_server)
 
 
 RulesWriter = Callable[..., Path]

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from responder import keys
 from responder.bot import Outcome
-from responder.dingtalk import Message, dumps, encode_reply
+from responder.dingtalk import Message, dumps, encode_reply, offline_message
 from responder.matching import Verdict
 from responder.store import ReloadStatus
 
@@ -96,21 +96,15 @@ def _string(payload: Mapping[str, Any], name: str, max_chars: int, *, default: s
 def message_for(request: TryRequest, now_ms: int) -> Message:
     """The message DingTalk would deliver for this request (same shape as `responder try`)."""
     is_group = request.chat == "group"
-    return Message(
+    return offline_message(
+        request.text,
         msg_id=f"playground-{now_ms}",
-        msgtype="text",
-        text=request.text,
         conversation_id="cidPLAYGROUND" if is_group else "cidPLAYGROUNDPRIVATE",
+        nick=request.nick,
+        staff_id=request.staff_id,
         is_group=is_group,
-        conversation_title="responder playground" if is_group else "",
-        sender_nick=request.nick,
-        sender_staff_id=request.staff_id,
-        sender_id="",
         is_admin=request.admin,
-        session_webhook="",
-        session_webhook_expires_ms=None,
         created_ms=now_ms,
-        robot_code="",
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from pathlib import Path
@@ -18,9 +19,12 @@ class IpService:
         self.answer = "203.0.113.7\n"
         self.status = 200
         self.calls = 0
+        self.hold: asyncio.Event | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         self.calls += 1
+        if self.hold is not None:
+            await self.hold.wait()
         return web.Response(text=self.answer, status=self.status)
 
 
@@ -154,3 +158,17 @@ async def test_pictures_get_the_text_only_notice(
     reply = await ask(client, sink, None, msgtype="picture", content={"downloadCode": "x"})
     assert reply["msgtype"] == "text"
     assert "only read text" in reply["text"]["content"]
+
+
+async def test_a_slow_source_never_delays_the_answer_to_dingtalk(
+    bundled: Path, sink: Sink, make_client: ClientFactory, ip_service: tuple[IpService, str]
+) -> None:
+    ip_service[0].hold = release = asyncio.Event()
+    client = await make_client(bundled)
+    body = json.dumps(callback_body("ip", webhook=sink.webhook()), ensure_ascii=False)
+    response = await client.post("/dingtalk/callback", data=body.encode(), headers=signed_headers())
+    assert response.status == 200  # answered while the IP service is still holding the request
+    assert sink.count == 0
+    release.set()
+    reply = (await sink.next())["json"]
+    assert "**203.0.113.7**" in reply["markdown"]["text"]

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from responder import dingtalk, keys
+from responder import keys
 from tests.conftest import (
     EXAMPLE_CALLBACK,
+    REPO,
     SECRET,
     ClientFactory,
     RulesWriter,
@@ -554,7 +558,38 @@ async def test_without_dev_a_missing_secret_rejects_everything(
     assert response.status == 401
 
 
-def test_encode_matches_what_try_prints() -> None:
-    # Kept as a pure check here; the end-to-end comparison lives in test_cli_e2e.
-    reply = dingtalk.Reply(msgtype="text", text="x")
-    assert dingtalk.dumps(dingtalk.encode_reply(reply)) == b'{"msgtype":"text","text":{"content":"x"}}'
+@pytest.mark.parametrize(
+    ("text", "fields", "flags"),
+    [
+        ("echo", {"conversationType": "1"}, ["--private"]),
+        ("md", {}, []),
+        ("cards", {"isAdmin": True}, ["--admin"]),
+        ("a", {"isAdmin": True, "conversationType": "1"}, ["--admin", "--private"]),
+    ],
+)
+async def test_try_prints_exactly_what_the_server_sends(
+    text: str,
+    fields: dict[str, Any],
+    flags: list[str],
+    rules_path: Path,
+    sink: Sink,
+    make_client: ClientFactory,
+) -> None:
+    who = {"senderNick": "李四", "senderStaffId": "lisi"}
+    client = await make_client(rules_path)
+    response = await post(client, callback_body(text, webhook=sink.webhook(), **who, **fields))
+    assert response.status == 200
+    sent = (await sink.next())["raw"]
+    argv = ["try", "--config", str(rules_path), "--nick", "李四", "--staff-id", "lisi", *flags, text]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "responder",
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO), "DINGTALK_APP_SECRET": SECRET},
+    )
+    printed, _ = await proc.communicate()
+    assert proc.returncode == 0
+    assert printed == sent + b"\n"

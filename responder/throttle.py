@@ -1,0 +1,322 @@
+"""Rate limits: per-rule cooldowns, DingTalk's outbound send budget, and an overload gate.
+
+Pure asyncio state with an injected clock (and sleep); performs no I/O and sends nothing.
+The engine asks before it answers or sends, and logs whatever it then drops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from responder.dingtalk import Message
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[object]]
+
+PER_VALUES = ("sender", "conversation", "global")
+DEFAULT_MAX_KEYS = 100_000
+# DingTalk: 20 messages a minute, else errcode 130101 and the robot is throttled for 10 minutes
+# (dingtalk-protocol.md section 5). One extra second absorbs clock and network jitter.
+DINGTALK_SENDS_PER_MINUTE = 20
+DINGTALK_WINDOW_S = 61.0
+DINGTALK_THROTTLE_S = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Cooldown:
+    """A rule's `cooldown:`: at most `max_hits` answers per `seconds`, counted `per` key.
+
+    `reply` is answered (once per window per key) when the rule is refused; None means silence.
+    """
+
+    per: str
+    seconds: float
+    max_hits: int = 1
+    reply: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.per not in PER_VALUES:
+            raise ValueError(f"per must be one of {PER_VALUES}, not {self.per!r}")
+        if not self.seconds > 0 or not self.max_hits >= 1:
+            raise ValueError("cooldown needs seconds > 0 and max_hits >= 1")
+
+    def key_for(self, message: Message) -> str:
+        """The counter this message hits: its sender, its conversation, or the one global key."""
+        if self.per == "sender":
+            # senderStaffId is absent for people outside the robot's organisation.
+            return message.sender_staff_id or message.sender_id
+        if self.per == "conversation":
+            return message.conversation_id
+        return ""
+
+
+class Cooldowns:
+    """Sliding-window hit counters for rule cooldowns, with bounded memory.
+
+    Counters whose last hit left its window are pruned. At `max_keys` live counters the least
+    recently hit one is forgotten, so that key may answer early (fail open): the outbound
+    budget, not the cooldown, is what protects DingTalk's limit.
+    """
+
+    def __init__(self, clock: Clock = time.monotonic, max_keys: int = DEFAULT_MAX_KEYS) -> None:
+        self._clock = clock
+        self._max_keys = max_keys
+        # One ordered map per (rule, cooldown): a fixed window keeps last-hit order equal to
+        # expiry order, so pruning only looks at each map's front. A reload that changes a
+        # rule's cooldown starts fresh counters; the old ones expire.
+        self._buckets: dict[tuple[str, Cooldown], OrderedDict[str, deque[float]]] = {}
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def check(self, rule_name: str, cooldown: Cooldown, key: str) -> bool:
+        """True (and count the hit) if the rule may answer for `key` now; False if cooling down."""
+        now = self._clock()
+        self._prune(now)
+        bucket = self._buckets.setdefault((rule_name, cooldown), OrderedDict())
+        key = "" if cooldown.per == "global" else key
+        hits = bucket.get(key)
+        if hits is None:
+            self._make_room()
+            hits = bucket[key] = deque(maxlen=cooldown.max_hits)
+            self._size += 1
+        while hits and hits[0] <= now - cooldown.seconds:
+            hits.popleft()
+        if len(hits) >= cooldown.max_hits:
+            return False
+        hits.append(now)
+        bucket.move_to_end(key)
+        return True
+
+    def notice_due(self, rule_name: str, cooldown: Cooldown, key: str) -> bool:
+        """True at most once per window per key: whether a refused rule should say `reply`."""
+        notice = Cooldown(cooldown.per, cooldown.seconds)
+        return self.check(f"{rule_name}\x00notice", notice, key)
+
+    def _prune(self, now: float) -> None:
+        for bucket_id, bucket in list(self._buckets.items()):
+            seconds = bucket_id[1].seconds
+            while bucket and next(iter(bucket.values()))[-1] <= now - seconds:
+                bucket.popitem(last=False)
+                self._size -= 1
+            if not bucket:
+                del self._buckets[bucket_id]
+
+    def _make_room(self) -> None:
+        while self._size >= self._max_keys:
+            oldest = min(
+                (b for b in self._buckets.values() if b),
+                key=lambda b: next(iter(b.values()))[-1],
+            )
+            oldest.popitem(last=False)
+            self._size -= 1
+
+
+@dataclass(slots=True)
+class _Lane:
+    """One conversation's recent and reserved send times (sorted) and its backoff."""
+
+    sends: deque[float] = field(default_factory=deque)
+    blocked_until: float = -math.inf
+
+
+class OutboundBudget:
+    """At most `per_window` sends per conversation per rolling `window_s`, waiting if needed.
+
+    Waiters queue in arrival order: each reserves the earliest slot that keeps every window
+    under the limit, and learns at once if that slot is past its deadline.
+
+    Backoff scope (errcode 130101): DingTalk documents the 20/minute limit and the 10-minute
+    throttle per robot only for custom robots, which live in one conversation; for the
+    sessionWebhook it documents neither. So `backoff` silences the one conversation, and
+    escalates to the whole robot when a second conversation is refused while the first is
+    still backing off: evidence that the limit is robot-wide. One spamming group alone
+    therefore never silences the others.
+    """
+
+    def __init__(
+        self,
+        per_window: int = DINGTALK_SENDS_PER_MINUTE,
+        window_s: float = DINGTALK_WINDOW_S,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        max_conversations: int = DEFAULT_MAX_KEYS,
+    ) -> None:
+        self._per_window = per_window
+        self._window_s = window_s
+        self._clock = clock
+        self._sleep = sleep
+        self._max_conversations = max_conversations
+        self._lanes: OrderedDict[str, _Lane] = OrderedDict()
+        self._robot_blocked_until = -math.inf
+        self._last_backoff: tuple[str, float] | None = None
+        self._last_sweep = -math.inf
+
+    def __len__(self) -> int:
+        return len(self._lanes)
+
+    async def acquire(self, conversation_id: str, deadline: float) -> bool:
+        """Wait for a send slot; False at once if it would come after `deadline` (clock units).
+
+        Cancelling the wait gives the reserved slot back.
+        """
+        while True:
+            now = self._clock()
+            lane = self._lane(conversation_id, now)
+            if lane is None:
+                return False
+            at = self._next_slot(lane, now)
+            if at > deadline:
+                return False
+            lane.sends.append(at)
+            if at <= now:
+                return True
+            if await self._wait_for_slot(lane, at):
+                return True
+
+    def backoff(self, conversation_id: str, seconds: float = DINGTALK_THROTTLE_S) -> None:
+        """After errcode 130101: send nothing to this conversation for `seconds`."""
+        now = self._clock()
+        until = now + seconds
+        lane = self._lane(conversation_id, now)
+        if lane is None:
+            self.backoff_all(seconds)
+            return
+        lane.blocked_until = max(lane.blocked_until, until)
+        previous, self._last_backoff = self._last_backoff, (conversation_id, until)
+        log.warning(
+            "outbound_backoff_started conversation=%s seconds=%.0f", conversation_id, seconds
+        )
+        if previous is not None and previous[0] != conversation_id and previous[1] > now:
+            self.backoff_all(seconds)
+
+    def backoff_all(self, seconds: float = DINGTALK_THROTTLE_S) -> None:
+        """Send nothing to any conversation for `seconds` (the robot itself is throttled)."""
+        self._robot_blocked_until = max(self._robot_blocked_until, self._clock() + seconds)
+        log.warning("outbound_backoff_started conversation=* seconds=%.0f", seconds)
+
+    async def _wait_for_slot(self, lane: _Lane, at: float) -> bool:
+        """Sleep until the reserved slot; False (slot returned) if a backoff arrived meanwhile."""
+        try:
+            await self._sleep(at - self._clock())
+        except BaseException:
+            lane.sends.remove(at)
+            raise
+        if max(lane.blocked_until, self._robot_blocked_until) <= self._clock():
+            return True
+        lane.sends.remove(at)
+        return False
+
+    def _next_slot(self, lane: _Lane, now: float) -> float:
+        sends = lane.sends
+        while sends and sends[0] <= now - self._window_s:
+            sends.popleft()
+        # Never before the last reservation: slots are handed out in arrival order, which also
+        # keeps `sends` sorted.
+        at = max(now, lane.blocked_until, self._robot_blocked_until, sends[-1] if sends else now)
+        if len(sends) >= self._per_window:
+            at = max(at, sends[-self._per_window] + self._window_s)
+        return at
+
+    def _lane(self, conversation_id: str, now: float) -> _Lane | None:
+        """The conversation's lane, created if there is room; None if memory is exhausted."""
+        lane = self._lanes.get(conversation_id)
+        if lane is None:
+            self._prune(now)
+            if len(self._lanes) >= self._max_conversations:
+                return None
+            lane = self._lanes[conversation_id] = _Lane()
+        self._lanes.move_to_end(conversation_id)
+        return lane
+
+    def _prune(self, now: float) -> None:
+        """Forget idle lanes from the least recently used end; sweep them all when full.
+
+        A full sweep costs one pass over every lane, so it runs at most once a second.
+        """
+        full = len(self._lanes) >= self._max_conversations
+        if full and now - self._last_sweep >= 1.0:
+            self._last_sweep = now
+            self._lanes = OrderedDict(
+                (cid, lane) for cid, lane in self._lanes.items() if not self._is_idle(lane, now)
+            )
+            if len(self._lanes) >= self._max_conversations:
+                log.warning("outbound_budget_full conversations=%d", len(self._lanes))
+            return
+        while self._lanes:
+            lane = next(iter(self._lanes.values()))
+            if not self._is_idle(lane, now):
+                return
+            self._lanes.popitem(last=False)
+
+    def _is_idle(self, lane: _Lane, now: float) -> bool:
+        recent = bool(lane.sends) and lane.sends[-1] > now - self._window_s
+        return not recent and lane.blocked_until <= now
+
+
+def monotonic_deadline(expires_ms: int, now_ms: int, now: float, margin_s: float = 5.0) -> float:
+    """The sessionWebhook expiry (epoch ms) on the budget's clock, less time to make the POST."""
+    return now + (expires_ms - now_ms) / 1000 - margin_s
+
+
+class Gate:
+    """A non-blocking limit on work in progress: admit or refuse at once, never queue."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("limit must be positive")
+        self.limit = limit
+        self.in_use = 0
+
+    def try_enter(self) -> GatePass:
+        """A pass that is truthy if admitted; release it (or leave its `with`) when done."""
+        admitted = self.in_use < self.limit
+        if admitted:
+            self.in_use += 1
+        return GatePass(self, admitted)
+
+    def _leave(self) -> None:
+        self.in_use -= 1
+
+
+class GatePass:
+    """Use as `with gate.try_enter() as admitted:`, or keep it and `release()` it from a task."""
+
+    __slots__ = ("_gate", "_held", "admitted")
+
+    def __init__(self, gate: Gate, admitted: bool) -> None:
+        self._gate = gate
+        self._held = admitted
+        self.admitted = admitted
+
+    def __bool__(self) -> bool:
+        return self.admitted
+
+    def __enter__(self) -> bool:
+        return self.admitted
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Give the slot back; safe to call more than once."""
+        if self._held:
+            self._held = False
+            self._gate._leave()

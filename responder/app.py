@@ -53,8 +53,9 @@ async def _outbound(app: web.Application) -> AsyncIterator[None]:
     hub = SourceHub(session, metrics=app[keys.METRICS])
     app[keys.HTTP] = session
     app[keys.SOURCES] = hub
+    options = app[keys.OPTIONS]
     app[keys.DISPATCHER] = Dispatcher(
-        app[keys.STORE], session, hub.fetch, app[keys.METRICS], clock=app[keys.OPTIONS].clock
+        app[keys.STORE], session, hub.fetch, app[keys.METRICS], limits=options.limits(), clock=options.clock
     )
     yield
     await app[keys.DISPATCHER].drain(SHUTDOWN_GRACE_S)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from responder.dingtalk import Message, Reply
 from responder.matching import Match
-from responder.rendering import RenderError, build_context, render
+from responder.rendering import RenderError, build_context, mention_sender, render
 from responder.rules import Rule, RuleSet
 from responder.sources.base import SourceCall, SourceResult, SourceSpec
 
@@ -39,16 +39,30 @@ async def answer(
     fetch: Fetch | None,
     now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now().astimezone(),
 ) -> Outcome:
-    """Never raises for bad templates or failing sources: those become a graceful reply.
-
-    With `fetch=None` (offline: `responder try --offline`, examples) a rule's source is answered by
-    the rule's `fixture`.
+    """Match, then respond. Never raises for bad templates or failing sources: those become a
+    graceful reply. With `fetch=None` (offline: `responder try --offline`, examples) a rule's
+    source is answered by the rule's `fixture`.
     """
     match = ruleset.matcher.find(message)
     if match is None:
-        why = "non-text message and no non_text rule" if not message.is_text else "no rule matched"
-        return Outcome(None, None, why)
-    rule = _rule(match)
+        return unanswered(message)
+    return await respond(match, message, ruleset, fetch, now)
+
+
+def unanswered(message: Message) -> Outcome:
+    why = "non-text message and no non_text rule" if not message.is_text else "no rule matched"
+    return Outcome(None, None, why)
+
+
+async def respond(
+    match: Match,
+    message: Message,
+    ruleset: RuleSet,
+    fetch: Fetch | None,
+    now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now().astimezone(),
+) -> Outcome:
+    """Fetch the matched rule's source and render its reply."""
+    rule = rule_of(match)
     source = await _fetch(rule, match, fetch)
     context = build_context(match, message, source, ruleset.catalogue, now())
     try:
@@ -60,7 +74,12 @@ async def answer(
     return Outcome(rule.name, reply, match.reason)
 
 
-def _rule(match: Match) -> Rule:
+def mention(reply: Reply, message: Message, rule: Rule) -> Reply:
+    """@ the sender the way the rule's own replies would."""
+    return mention_sender(reply, message) if rule.reply.at_sender else reply
+
+
+def rule_of(match: Match) -> Rule:
     assert isinstance(match.rule, Rule)
     return match.rule
 

@@ -22,6 +22,7 @@ from responder.rendering import ButtonTemplate, LinkTemplate, ReplyTemplate, mak
 from responder.rules import MATCH_KINDS, DingTalkConfig, Problem, Rule, RulesError, RuleSet
 from responder.sources import SourceConfigError, compile_source
 from responder.sources.base import SourceSpec
+from responder.throttle import Cooldown
 
 RESERVED_PATH_PREFIX = "/-/"
 _KEYS_BY_MSGTYPE = {
@@ -135,6 +136,7 @@ class _Compiler:
             reply=reply,
             source=source,
             fixture=spec.get("fixture"),
+            cooldown=_cooldown(spec.get("cooldown")),
         )
 
     def check_reply_keys(self, at: yamldoc.Path, spec: Mapping[str, Any], label: str) -> None:
@@ -288,6 +290,12 @@ class _TemplateCompiler:
         except jinja2.TemplateSyntaxError as exc:
             return exc.lineno
         return None
+
+
+def _cooldown(spec: Mapping[str, Any] | None) -> Cooldown | None:
+    if spec is None:
+        return None
+    return Cooldown(spec["per"], float(spec["seconds"]), spec.get("max", 1), spec.get("reply"))
 
 
 def _scope(spec: Mapping[str, Any]) -> Scope:

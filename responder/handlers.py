@@ -43,7 +43,9 @@ async def callback(request: web.Request) -> web.Response:
         outcome = await app[keys.DISPATCHER].answer(message)
         body = encode_reply(outcome.reply) if outcome.reply else {}
         return web.Response(body=dumps(body), content_type="application/json")
-    app[keys.DISPATCHER].submit(message)
+    if app[keys.DISPATCHER].submit(message) is None:
+        # Not claimed, so a redelivery by DingTalk can still be answered once we have room.
+        return web.json_response({"error": "overloaded", "reason": "too many replies pending"}, status=503)
     return web.json_response({})
 
 

@@ -74,9 +74,7 @@ class InMemoryLedger:
         lease_s: float | None = None,
     ) -> None:
         if ttl_s < MIN_TTL_S:
-            raise ValueError(
-                f"ttl_s must be at least {MIN_TTL_S} s (DingTalk redelivers ~60 s later)"
-            )
+            raise ValueError(f"ttl_s must be at least {MIN_TTL_S} s (DingTalk redelivers ~60 s later)")
         if max_entries < 1:
             raise ValueError("max_entries must be positive")
         self._ttl_s = ttl_s

@@ -6,6 +6,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from responder.dispatch import Limits
+from responder.throttle import DINGTALK_SENDS_PER_MINUTE, DINGTALK_WINDOW_S, Gate, OutboundBudget
+
 MAX_BODY_BYTES = 64 * 1024
 
 
@@ -15,6 +18,15 @@ class AppOptions:
     max_body_bytes: int = MAX_BODY_BYTES
     body_timeout_s: float = 10.0
     clock: Callable[[], float] = time.time
+    max_pending: int = 1000  # replies in progress before callbacks get 503
+    sends_per_window: int = DINGTALK_SENDS_PER_MINUTE  # per conversation
+    send_window_s: float = DINGTALK_WINDOW_S
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
+
+    def limits(self) -> Limits:
+        return Limits(
+            budget=OutboundBudget(self.sends_per_window, self.send_window_s),
+            gate=Gate(self.max_pending),
+        )

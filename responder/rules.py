@@ -10,6 +10,7 @@ from typing import Any
 from responder.matching import Matcher, Scope, Trigger
 from responder.rendering import ReplyTemplate
 from responder.sources.base import SourceSpec
+from responder.throttle import Cooldown
 
 MATCH_KINDS = ("keywords", "command", "regex", "contains", "fallback", "non_text")
 DEFAULT_ORIGINS = ("https://oapi.dingtalk.com",)
@@ -62,6 +63,7 @@ class Rule:
     # Source specs may hold secrets (headers from ${ENV}); keep them out of repr and logs.
     source: SourceSpec | None = field(default=None, repr=False)
     fixture: Any = field(default=None, repr=False)
+    cooldown: Cooldown | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -196,9 +196,7 @@ class OutboundBudget:
             return
         lane.blocked_until = max(lane.blocked_until, until)
         previous, self._last_backoff = self._last_backoff, (conversation_id, until)
-        log.warning(
-            "outbound_backoff_started conversation=%s seconds=%.0f", conversation_id, seconds
-        )
+        log.warning("outbound_backoff_started conversation=%s seconds=%.0f", conversation_id, seconds)
         if previous is not None and previous[0] != conversation_id and previous[1] > now:
             self.backoff_all(seconds)
 

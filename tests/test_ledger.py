@@ -74,9 +74,7 @@ async def test_release_after_completion_keeps_the_message_done(ledger: InMemoryL
     assert await ledger.claim("msg1") is Claim.DONE
 
 
-async def test_done_message_is_forgotten_after_the_ttl(
-    ledger: InMemoryLedger, clock: FakeClock
-) -> None:
+async def test_done_message_is_forgotten_after_the_ttl(ledger: InMemoryLedger, clock: FakeClock) -> None:
     await ledger.claim("msg1")
     await ledger.complete("msg1", "sent")
     clock.now += DEFAULT_TTL_S - 1

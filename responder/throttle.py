@@ -31,6 +31,8 @@ DEFAULT_MAX_KEYS = 100_000
 DINGTALK_SENDS_PER_MINUTE = 20
 DINGTALK_WINDOW_S = 61.0
 DINGTALK_THROTTLE_S = 600.0
+# A reply queued longer than this is stale, and its waiter would hold an overload-gate slot.
+DEFAULT_MAX_WAIT_S = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +155,10 @@ class OutboundBudget:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         max_conversations: int = DEFAULT_MAX_KEYS,
+        max_wait_s: float = DEFAULT_MAX_WAIT_S,
     ) -> None:
         self._per_window = per_window
+        self._max_wait_s = max_wait_s
         self._window_s = window_s
         self._clock = clock
         self._sleep = sleep
@@ -170,8 +174,9 @@ class OutboundBudget:
     async def acquire(self, conversation_id: str, deadline: float) -> bool:
         """Wait for a send slot; False at once if it would come after `deadline` (clock units).
 
-        Cancelling the wait gives the reserved slot back.
+        Never waits longer than `max_wait_s`. Cancelling the wait gives the slot back.
         """
+        deadline = min(deadline, self._clock() + self._max_wait_s)
         while True:
             now = self._clock()
             lane = self._lane(conversation_id, now)

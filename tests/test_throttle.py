@@ -242,6 +242,16 @@ async def test_refused_waiter_does_not_take_a_slot(fake_time: FakeTime) -> None:
     assert fake_time.now == 1060
 
 
+async def test_no_caller_waits_longer_than_max_wait(fake_time: FakeTime) -> None:
+    budget = OutboundBudget(
+        per_window=1, window_s=60, clock=fake_time, sleep=fake_time.sleep, max_wait_s=120
+    )
+    assert await budget.acquire("cid1", FAR)
+    waiters = [asyncio.create_task(budget.acquire("cid1", FAR)) for _ in range(3)]
+    await fake_time.advance(180)
+    assert [await asyncio.wait_for(w, 1) for w in waiters] == [True, True, False]
+
+
 async def test_conversations_have_separate_budgets(fake_time: FakeTime) -> None:
     budget = OutboundBudget(per_window=1, clock=fake_time, sleep=fake_time.sleep)
     assert await budget.acquire("cid1", FAR)
@@ -252,7 +262,9 @@ async def test_conversations_have_separate_budgets(fake_time: FakeTime) -> None:
 async def test_concurrent_senders_never_exceed_the_limit_in_any_window(
     fake_time: FakeTime,
 ) -> None:
-    budget = OutboundBudget(per_window=20, window_s=61, clock=fake_time, sleep=fake_time.sleep)
+    budget = OutboundBudget(
+        per_window=20, window_s=61, clock=fake_time, sleep=fake_time.sleep, max_wait_s=FAR
+    )
     sent_at: list[tuple[float, int]] = []
 
     async def send(n: int) -> None:
@@ -296,7 +308,7 @@ async def test_cancelled_waiter_gives_its_slot_back(fake_time: FakeTime) -> None
 
 
 async def test_backoff_blocks_the_conversation_until_it_ends(fake_time: FakeTime) -> None:
-    budget = OutboundBudget(clock=fake_time, sleep=fake_time.sleep)
+    budget = OutboundBudget(clock=fake_time, sleep=fake_time.sleep, max_wait_s=FAR)
     budget.backoff("cid1", 600)
     assert not await budget.acquire("cid1", fake_time.now + 599)
     assert await budget.acquire("cid2", fake_time.now)
@@ -308,7 +320,9 @@ async def test_backoff_blocks_the_conversation_until_it_ends(fake_time: FakeTime
 
 
 async def test_backoff_during_a_wait_postpones_the_waiter(fake_time: FakeTime) -> None:
-    budget = OutboundBudget(per_window=1, window_s=60, clock=fake_time, sleep=fake_time.sleep)
+    budget = OutboundBudget(
+        per_window=1, window_s=60, clock=fake_time, sleep=fake_time.sleep, max_wait_s=FAR
+    )
     assert await budget.acquire("cid1", FAR)
     patient = asyncio.create_task(budget.acquire("cid1", fake_time.now + 1000))
     hurried = asyncio.create_task(budget.acquire("cid1", fake_time.now + 200))
@@ -325,7 +339,7 @@ async def test_backoff_during_a_wait_postpones_the_waiter(fake_time: FakeTime) -
 async def test_backoff_in_a_second_conversation_throttles_the_whole_robot(
     fake_time: FakeTime,
 ) -> None:
-    budget = OutboundBudget(clock=fake_time, sleep=fake_time.sleep)
+    budget = OutboundBudget(clock=fake_time, sleep=fake_time.sleep, max_wait_s=FAR)
     budget.backoff("cid1", 600)
     assert await budget.acquire("cid3", fake_time.now)
     budget.backoff("cid2", 600)

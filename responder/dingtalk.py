@@ -135,6 +135,8 @@ def parse_message(body: bytes) -> Message:
         raise MessageError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise MessageError("JSON nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal longer than Python converts (4300 digits)
+        raise MessageError(f"malformed JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise MessageError("body must be a JSON object")
     return message_from_dict(payload)
@@ -181,6 +183,9 @@ class _Fields:
             return ""
         if not isinstance(value, str):
             raise MessageError(f"field {name!r} must be a string")
+        if _SURROGATE.search(value):
+            # JSON allows "\ud800"; such text could never be sent back as UTF-8.
+            raise MessageError(f"field {name!r} contains an unpaired surrogate")
         return value
 
     def boolean(self, name: str) -> bool:
@@ -209,6 +214,7 @@ class _Fields:
         return value
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _JSON_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 

@@ -99,21 +99,34 @@ def _substitute(
     if not isinstance(value, str):
         return value
 
+    def where() -> str:
+        return ".".join(str(p) for p in path)
+
     def replace(found: re.Match[str]) -> str:
         if found.group() == "$$":
             return "$"
         name, default = found.group(1), found.group(2)
+        if name in environ and not _is_utf8(environ[name]):
+            problems.append(yamldoc.YamlProblem(doc.position(path), f"{where()}: {name} is not valid UTF-8"))
+            return ""
         if name in environ:
             return environ[name]
         if default is not None:
             return default
-        where = ".".join(str(p) for p in path)
         problems.append(
-            yamldoc.YamlProblem(doc.position(path), f"{where}: environment variable {name} is not set")
+            yamldoc.YamlProblem(doc.position(path), f"{where()}: environment variable {name} is not set")
         )
         return ""
 
     return _ENV_REFERENCE.sub(replace, value)
+
+
+def _is_utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # os.environ keeps undecodable bytes as lone surrogates
+        return False
+    return True
 
 
 def _at(name: str, problem: yamldoc.YamlProblem) -> Problem:

@@ -194,7 +194,12 @@ async def test_sighup_storm_under_traffic_gives_no_5xx(
 
     async def traffic() -> None:
         for i in range(150):
-            body = json.dumps(callback_body("version", webhook=sink.webhook(), conversationType="1"))
+            # One conversation each: DingTalk's 20-a-minute budget per conversation is not under test.
+            body = json.dumps(
+                callback_body(
+                    "version", webhook=sink.webhook(), conversationType="1", conversationId=f"cid{i}"
+                )
+            )
             async with session.post(
                 server.url + "/dingtalk/callback", data=body, headers=signed_headers()
             ) as r:

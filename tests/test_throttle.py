@@ -243,9 +243,7 @@ async def test_refused_waiter_does_not_take_a_slot(fake_time: FakeTime) -> None:
 
 
 async def test_no_caller_waits_longer_than_max_wait(fake_time: FakeTime) -> None:
-    budget = OutboundBudget(
-        per_window=1, window_s=60, clock=fake_time, sleep=fake_time.sleep, max_wait_s=120
-    )
+    budget = OutboundBudget(per_window=1, window_s=60, clock=fake_time, sleep=fake_time.sleep, max_wait_s=120)
     assert await budget.acquire("cid1", FAR)
     waiters = [asyncio.create_task(budget.acquire("cid1", FAR)) for _ in range(3)]
     await fake_time.advance(180)
@@ -320,9 +318,7 @@ async def test_backoff_blocks_the_conversation_until_it_ends(fake_time: FakeTime
 
 
 async def test_backoff_during_a_wait_postpones_the_waiter(fake_time: FakeTime) -> None:
-    budget = OutboundBudget(
-        per_window=1, window_s=60, clock=fake_time, sleep=fake_time.sleep, max_wait_s=FAR
-    )
+    budget = OutboundBudget(per_window=1, window_s=60, clock=fake_time, sleep=fake_time.sleep, max_wait_s=FAR)
     assert await budget.acquire("cid1", FAR)
     patient = asyncio.create_task(budget.acquire("cid1", fake_time.now + 1000))
     hurried = asyncio.create_task(budget.acquire("cid1", fake_time.now + 200))

@@ -295,7 +295,7 @@ class _TemplateCompiler:
 def _cooldown(spec: Mapping[str, Any] | None) -> Cooldown | None:
     if spec is None:
         return None
-    return Cooldown(spec["per"], float(spec["seconds"]), spec.get("max", 1), spec.get("reply"))
+    return Cooldown(spec.get("per", "sender"), float(spec["seconds"]), spec.get("max", 1), spec.get("reply"))
 
 
 def _scope(spec: Mapping[str, Any]) -> Scope:

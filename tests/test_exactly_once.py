@@ -29,7 +29,7 @@ rules:
     body: "echo"
   - name: ip
     keywords: [ip]
-    cooldown: {per: sender, seconds: 600, max: 2, reply: "Slow down, please."}
+    cooldown: {seconds: 600, max: 2, reply: "Slow down, please."}
     msgtype: text
     body: "203.0.113.7"
   - name: quiet

@@ -57,6 +57,7 @@ async def _outbound(app: web.Application) -> AsyncIterator[None]:
     app[keys.DISPATCHER] = Dispatcher(
         app[keys.STORE], session, hub.fetch, app[keys.METRICS], limits=options.limits(), clock=options.clock
     )
+    app[keys.METRICS].pending.set_function(lambda: app[keys.DISPATCHER].pending)
     yield
     await app[keys.DISPATCHER].drain(SHUTDOWN_GRACE_S)
     await hub.close()

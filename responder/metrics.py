@@ -76,6 +76,7 @@ class Metrics:
             ["sha256", "generation"],
             registry=r,
         )
+        self.pending = Gauge("responder_replies_pending", "Messages being answered right now.", registry=r)
         self.stream_connected = Gauge(
             "responder_stream_connected", "1 while the Stream-mode WebSocket is up.", registry=r
         )

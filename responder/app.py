@@ -20,8 +20,6 @@ from responder.sources import SourceHub
 from responder.store import RuleStore
 from responder.stream import StreamClient
 
-SHUTDOWN_GRACE_S = 10.0
-
 
 def create_app(
     store: RuleStore, options: AppOptions | None = None, metrics: Metrics | None = None
@@ -59,7 +57,7 @@ async def _outbound(app: web.Application) -> AsyncIterator[None]:
     )
     app[keys.METRICS].pending.set_function(lambda: app[keys.DISPATCHER].pending)
     yield
-    await app[keys.DISPATCHER].drain(SHUTDOWN_GRACE_S)
+    await app[keys.DISPATCHER].drain(options.shutdown_grace_s)
     await hub.close()
     await session.close()
 

@@ -221,7 +221,9 @@ def _serve_logged(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return 1
     if not ruleset.dingtalk.app_secrets and ruleset.dingtalk.mode != "stream":
         log.warning("dev_mode_unsigned DEVELOPMENT MODE: callbacks are NOT authenticated (no app_secret)")
-    app = create_app(RuleStore(ruleset, environ), AppOptions(dev=args.dev))
+    app = create_app(
+        RuleStore(ruleset, environ), AppOptions(dev=args.dev, shutdown_grace_s=args.shutdown_grace)
+    )
     if args.dev and _is_loopback(args.host):
         add_playground(app)
         log.info("playground_enabled path=/-/playground/")

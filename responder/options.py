@@ -19,6 +19,7 @@ class AppOptions:
     body_timeout_s: float = 10.0
     clock: Callable[[], float] = time.time
     max_pending: int = 1000  # replies in progress before callbacks get 503
+    shutdown_grace_s: float = 10.0  # how long pending replies may take on shutdown
     sends_per_window: int = DINGTALK_SENDS_PER_MINUTE  # per conversation
     send_window_s: float = DINGTALK_WINDOW_S
 

@@ -274,3 +274,19 @@ async def test_sigterm_with_replies_pending_ends_cleanly(
     assert await server.stop() == 0
     assert "reply_sent" in server.output
     assert "shutdown_finished" in server.output
+
+
+async def test_sigterm_logs_each_reply_it_cannot_finish_in_the_grace_period(
+    write_rules: RulesWriter, sink: Sink, session: aiohttp.ClientSession
+) -> None:
+    sink.hold = asyncio.Event()  # the sessionWebhook never answers
+    path = write_rules(rules_text(sink.origin, "v1"))
+    server = await ServerProcess.start(path, "--shutdown-grace", "0.5", environ=ENV)
+    body = json.dumps(callback_body("version", webhook=sink.webhook(), conversationType="1"))
+    async with session.post(
+        server.url + "/dingtalk/callback", data=body, headers=signed_headers()
+    ) as response:
+        assert response.status == 200
+    await asyncio.wait_for(sink.arrived.wait(), 10)
+    assert await server.stop() == 0
+    assert "reply_dropped" in server.output and "reason='shutdown'" in server.output

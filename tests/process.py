@@ -64,6 +64,10 @@ class ServerProcess:
         async with self._changed:
             self._changed.notify_all()
 
+    def stop_reading(self) -> None:
+        """Leave stderr unread from now on, like a stuck log collector: the pipe fills up."""
+        self._reader.cancel()
+
     @property
     def output(self) -> str:
         return "\n".join(self.lines)
@@ -88,7 +92,7 @@ class ServerProcess:
         """Wait for the process to end by itself."""
         async with asyncio.timeout(timeout):
             code = await self.proc.wait()
-        await self._reader
+        await asyncio.gather(self._reader, return_exceptions=True)
         return code
 
     async def stop(self, timeout: float = 15.0) -> int:
@@ -100,7 +104,7 @@ class ServerProcess:
         except TimeoutError:
             self.proc.kill()
             code = await self.proc.wait()
-        await self._reader
+        await asyncio.gather(self._reader, return_exceptions=True)
         return code
 
     async def get(self, session: aiohttp.ClientSession, path: str) -> tuple[int, Any]:

@@ -290,3 +290,23 @@ async def test_sigterm_logs_each_reply_it_cannot_finish_in_the_grace_period(
     await asyncio.wait_for(sink.arrived.wait(), 10)
     assert await server.stop() == 0
     assert "reply_dropped" in server.output and "reason='shutdown'" in server.output
+
+
+async def test_a_stuck_log_reader_does_not_stop_replies(
+    write_rules: RulesWriter, sink: Sink, session: aiohttp.ClientSession
+) -> None:
+    path = write_rules(rules_text(sink.origin, "v1"))
+    server = await ServerProcess.start(path, environ=ENV)
+    server.stop_reading()  # nobody reads the server's stderr any more: the pipe (64 KiB) fills up
+    try:
+        for i in range(1000):  # a log line each (~150 bytes), far more than the pipe holds
+            body = callback_body(
+                "version", webhook=sink.webhook(), conversationType="1", conversationId=f"c{i}"
+            )
+            async with session.post(
+                server.url + "/dingtalk/callback", data=json.dumps(body), headers=signed_headers()
+            ) as response:
+                assert response.status == 200
+            assert (await sink.next(10))["json"]["text"]["content"] == "v1"
+    finally:
+        assert await server.stop(timeout=30) == 0

@@ -60,11 +60,7 @@ async def metrics(request: web.Request) -> web.Response:
 async def reload(request: web.Request) -> web.Response:
     if not _is_loopback(request.remote):
         raise web.HTTPForbidden(text='{"error": "forbidden", "reason": "reload is loopback only"}')
-    reloader = request.app[RELOADER]
-    async with reloader.completed:
-        reloader.request()
-        await reloader.completed.wait()
-    state = request.app[keys.STORE].status
+    state = await request.app[RELOADER].reload_now()
     return web.json_response(state.as_json(), status=200 if state.last_ok else 422)
 
 

@@ -145,15 +145,30 @@ class Reloader:
     def __init__(self, store: RuleStore) -> None:
         self._store = store
         self._wanted = asyncio.Event()
-        self.completed = asyncio.Condition()
+        self._completed = 0
+        self._running = False
+        self._changed = asyncio.Condition()
 
     def request(self) -> None:
         self._wanted.set()
+
+    async def reload_now(self) -> ReloadStatus:
+        """Request a reload and wait for one that started after this call."""
+        async with self._changed:
+            target = self._completed + (2 if self._running else 1)
+            self.request()
+            await self._changed.wait_for(lambda: self._completed >= target)
+        return self._store.status
 
     async def run(self) -> None:
         while True:
             await self._wanted.wait()
             self._wanted.clear()
-            await self._store.reload()
-            async with self.completed:
-                self.completed.notify_all()
+            self._running = True
+            try:
+                await self._store.reload()
+            finally:
+                self._running = False
+                async with self._changed:
+                    self._completed += 1
+                    self._changed.notify_all()

@@ -67,12 +67,15 @@ def callback_body(text: str, msg_id: str, webhook: str) -> dict[str, Any]:
     }
 
 
-def rules_yaml(origin: str, *, revision: int = 0, extra_rules: str = "") -> str:
+def rules_yaml(
+    origin: str, *, revision: int = 0, extra_rules: str = "", reply: str = "session_webhook"
+) -> str:
     """A signed config whose `ping ID` rule answers `pong ID`, so the sink can tell replies apart."""
     return f"""# revision {revision}
 dingtalk:
   app_secret: ${{DINGTALK_APP_SECRET}}
   session_webhook_origins: ["{origin}"]
+  reply: {reply}
 rules:
   - name: ping
     command: [ping]

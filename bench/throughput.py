@@ -169,11 +169,19 @@ async def run_python_load(args: argparse.Namespace, url: str, webhook: str) -> L
 
 
 @dataclass(frozen=True, slots=True)
-class HttpRound:
-    bare: LoadResult
-    responder: LoadResult
-    delivered_in_window: int
-    delivered_total: int
+class HttpRun:
+    target: str
+    load: LoadResult
+    replies_in_window: int  # replies the sink received while the load ran (inline: 2xx answers)
+    replies_total: int  # ... and once the backlog had drained
+
+    @property
+    def replies_per_s(self) -> float:
+        return self.replies_in_window / self.load.duration_s if self.load.duration_s else 0.0
+
+
+Load = Callable[[str], Awaitable[LoadResult]]
+TARGETS = ("bare", "inline", "webhook")
 
 
 async def http_section(args: argparse.Namespace, folder: Path) -> None:
@@ -181,11 +189,6 @@ async def http_section(args: argparse.Namespace, folder: Path) -> None:
     sink = await common.Sink(record=False).start()
     script = folder / "callback.lua"
     script.write_text(wrk_script(sink.webhook))
-    config = common.write_rules(folder / "http" / "rules.yaml", common.rules_yaml(sink.origin))
-    bare = await common.Process.start(
-        [sys.executable, str(BARE_SERVER), "--max-s", "900"], folder / "bare.log"
-    )
-    server = await common.Process.responder(config, folder / "http.log")
 
     async def load(url: str) -> LoadResult:
         if use_wrk:
@@ -194,58 +197,72 @@ async def http_section(args: argparse.Namespace, folder: Path) -> None:
 
     gen = f"wrk -t{args.threads} -c{args.connections}" if use_wrk else f"python aiohttp c={args.connections}"
     print(f"\n== http: signed callbacks, {gen}, {args.duration}s per run, {args.rounds} round(s) ==")
+    servers = await _http_servers(folder, sink)
     try:
-        rounds = [await _http_round(load, bare, server, sink) for _ in range(args.rounds)]
-        rss_after = server.rss_kib()
+        rounds = [await _http_round(load, servers, sink) for _ in range(args.rounds)]
+        rss = {name: servers[name].rss_kib() for name in TARGETS}
     finally:
-        await server.stop()
-        await bare.stop()
+        for server in servers.values():
+            await server.stop()
         await sink.close()
-    _print_http(rounds, rss_after)
+    _print_http(rounds, rss)
 
 
-async def _http_round(
-    load: Callable[[str], Awaitable[LoadResult]],
-    bare: common.Process,
-    server: common.Process,
-    sink: common.Sink,
-) -> HttpRound:
-    bare_result = await load(bare.url)
+async def _http_servers(folder: Path, sink: common.Sink) -> dict[str, common.Process]:
+    """bare aiohttp; responder answering in the HTTP response; responder POSTing to the sink."""
+    bare = [sys.executable, str(BARE_SERVER), "--max-s", "900"]
+    servers = {"bare": await common.Process.start(bare, folder / "bare.log")}
+    for name, reply in (("inline", "response"), ("webhook", "session_webhook")):
+        config = common.write_rules(folder / name / "rules.yaml", common.rules_yaml(sink.origin, reply=reply))
+        servers[name] = await common.Process.responder(config, folder / f"{name}.log")
+    return servers
+
+
+async def _http_round(load: Load, servers: dict[str, common.Process], sink: common.Sink) -> list[HttpRun]:
+    runs = []
+    for name in ("bare", "inline"):
+        result = await load(servers[name].url)
+        answered = result.requests - result.non_2xx
+        runs.append(HttpRun(name, result, answered, answered))
     before = sink.count
-    result = await load(server.url)
+    result = await load(servers["webhook"].url)
     in_window = sink.count - before
-    expected = result.requests - result.non_2xx
 
     async def drained() -> bool:
-        return sink.count - before >= expected
+        return sink.count - before >= result.requests - result.non_2xx
 
     with contextlib.suppress(TimeoutError):
         await common.wait_for(drained, timeout_s=30, interval_s=0.05)
-    return HttpRound(bare_result, result, in_window, sink.count - before)
+    runs.append(HttpRun("webhook", result, in_window, sink.count - before))
+    return runs
 
 
-def _print_http(rounds: list[HttpRound], rss_after: int | None) -> None:
-    print(f"{'run':<10}{'target':<11}{'req/s':>9}{'replies/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
-    ratios = []
-    for i, r in enumerate(rounds, 1):
-        delivered_per_s = r.delivered_in_window / r.responder.duration_s
-        ratios.append(delivered_per_s / r.bare.per_s if r.bare.per_s else 0.0)
-        for name, res, replies in (
-            ("bare", r.bare, "-"),
-            ("responder", r.responder, f"{delivered_per_s:.0f}"),
-        ):
-            errors = res.errors + res.non_2xx
+def _print_http(rounds: list[list[HttpRun]], rss: dict[str, int | None]) -> None:
+    print(
+        f"{'round':<7}{'target':<9}{'req/s':>8}{'replies/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+        + "  ratio"
+    )
+    for i, runs in enumerate(rounds, 1):
+        for run in runs:
+            res = run.load
             print(
-                f"{i:<10}{name:<11}{res.per_s:>9.0f}{replies:>11}{res.p50_ms:>9.2f}{res.p99_ms:>9.2f}{errors:>8}"
+                f"{i:<7}{run.target:<9}{res.per_s:>8.0f}{run.replies_per_s:>11.0f}{res.p50_ms:>9.2f}"
+                f"{res.p99_ms:>9.2f}{res.errors + res.non_2xx:>8}  "
+                + common.ratio(run.replies_per_s, runs[0].replies_per_s)
             )
-        lost = r.responder.requests - r.responder.non_2xx - r.delivered_total
+        webhook = runs[-1]
+        # wrk does not count requests cut off at the end that the server still answered: never negative
+        missing = max(0, webhook.load.requests - webhook.load.non_2xx - webhook.replies_total)
         print(
-            f"{'':<10}replies: {r.delivered_in_window} in window, "
-            f"{r.delivered_total} after drain, lost {lost}"
+            f"{'':<7}webhook replies: {webhook.replies_in_window} in window, "
+            f"{webhook.replies_total} after drain, missing {missing}"
         )
-    print(f"ratio responder replies/s / bare req/s: {', '.join(f'{x:.2f}' for x in ratios)}")
+    for index, target in enumerate(TARGETS[1:], 1):
+        ratios = sorted(r[index].replies_per_s / r[0].replies_per_s for r in rounds if r[0].replies_per_s)
+        listed = ", ".join(f"{x:.2f}" for x in ratios)
+        print(f"ratio {target}/bare replies per second: median {ratios[len(ratios) // 2]:.2f} ({listed})")
     print(f"reference: the original Go sample served ~{GO_SAMPLE_RPS} req/s on 2 cores with wrk -t2 -c50")
-    print(f"responder rss_kib after load: {rss_after}")
+    print("rss_kib after load: " + ", ".join(f"{name}={kib}" for name, kib in rss.items()))
 
 
 # ---- matching cost ------------------------------------------------------------------------------
@@ -327,6 +344,7 @@ async def reload_section(args: argparse.Namespace, folder: Path) -> None:
         f"startup_s (spawn to listening): {server.started_s:.2f} vs {baseline.started_s:.2f} with 2 rules "
         f"({common.ratio(server.started_s, baseline.started_s)})"
     )
+    print(f"rss_kib with {count} rules after start: {server.rss_kib()}")
     try:
         connector = aiohttp.TCPConnector(limit=1)
         async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(60)) as session:
@@ -419,7 +437,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"sections, comma-separated ({SECTIONS})")
     parser.add_argument("--duration", type=int, default=10, help="seconds per http run (default 10)")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating bare/responder rounds (default 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of bare, inline, webhook (default 3)")
     parser.add_argument("--connections", type=int, default=50, help="concurrent connections (default 50)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")

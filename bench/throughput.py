@@ -7,8 +7,8 @@
   reload    reload time and the longest /-/healthy stall while 10,000 rules reload, vs a quiet window
   rss       idle RSS of `responder serve` vs the bare aiohttp server
 
-Everything runs on 127.0.0.1 and stops by itself. `load` is the Python load generator it spawns;
-bare_server.py is the baseline server.
+Everything runs on 127.0.0.1 and stops by itself. It spawns bare_server.py (the baseline) and, without
+wrk, load_client.py.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import signal
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,55 +40,8 @@ RULE_COUNTS = (10, 100, 1000, 10_000)
 SCANNED = 100
 GO_SAMPLE_RPS = 8000
 BARE_SERVER = Path(__file__).with_name("bare_server.py")
+LOAD_CLIENT = Path(__file__).with_name("load_client.py")
 _WRK_RESULT = re.compile(r"wrk_result (.*)")
-
-
-# ---- helper processes -------------------------------------------------------------------------
-
-
-def generate_load(url: str, webhook: str, connections: int, duration_s: float) -> int:
-    """The fallback load generator: `connections` keep-alive clients posting signed callbacks."""
-    latencies: list[float] = []
-    codes: Counter[int] = Counter()
-    errors: Counter[str] = Counter()
-
-    async def client(session: aiohttp.ClientSession, worker: int, deadline: float) -> None:
-        headers = common.signed_headers()
-        sent = 0
-        while time.monotonic() < deadline:
-            sent += 1
-            msg_id = f"{worker}-{sent}"
-            body = json.dumps(common.callback_body(f"ping {msg_id}", f"load-{msg_id}", webhook))
-            began = time.monotonic()
-            try:
-                async with session.post(url, data=body, headers=headers) as response:
-                    await response.read()
-                    codes[response.status] += 1
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                errors[type(exc).__name__] += 1
-                continue
-            latencies.append(time.monotonic() - began)
-
-    async def run() -> float:
-        connector = aiohttp.TCPConnector(limit=connections)
-        timeout = aiohttp.ClientTimeout(total=10)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            began = time.monotonic()
-            deadline = began + duration_s
-            await asyncio.gather(*(client(session, w, deadline) for w in range(connections)))
-            return time.monotonic() - began
-
-    took = asyncio.run(run())
-    result = {
-        "requests": len(latencies),
-        "duration_s": took,
-        "non_2xx": sum(n for c, n in codes.items() if not 200 <= c < 300),
-        "errors": sum(errors.values()),
-        "p50_ms": common.percentile(latencies, 50) * 1000,
-        "p99_ms": common.percentile(latencies, 99) * 1000,
-    }
-    print("load_result " + json.dumps(result), flush=True)
-    return 0
 
 
 # ---- http: responder vs bare aiohttp ----------------------------------------------------------
@@ -158,7 +110,7 @@ async def run_wrk(args: argparse.Namespace, url: str, script: Path) -> LoadResul
 
 
 async def run_python_load(args: argparse.Namespace, url: str, webhook: str) -> LoadResult:
-    argv = [sys.executable, __file__, "load", url + common.CALLBACK_PATH, webhook]
+    argv = [sys.executable, str(LOAD_CLIENT), url + common.CALLBACK_PATH, webhook]
     argv += ["--connections", str(args.connections), "--duration", str(args.duration)]
     proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE)
     out, _ = await asyncio.wait_for(proc.communicate(), args.duration + 60)
@@ -444,12 +396,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-rules", type=int, default=10_000, help="largest rule count (default 10000)")
     parser.add_argument("--loops", type=int, default=20_000, help="matcher.find calls per timing")
     parser.add_argument("--reloads", type=int, default=3, help="reloads to time (default 3)")
-    helpers = parser.add_subparsers(dest="helper", help=argparse.SUPPRESS)
-    load = helpers.add_parser("load")
-    load.add_argument("url")
-    load.add_argument("webhook")
-    load.add_argument("--connections", type=int, default=50)
-    load.add_argument("--duration", type=float, default=10)
     return parser.parse_args(argv)
 
 
@@ -469,8 +415,6 @@ async def run_sections(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.helper == "load":
-        return generate_load(args.url, args.webhook, args.connections, args.duration)
     print(f"responder throughput bench, python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d %H:%M')}")
     asyncio.run(run_sections(args))
     return 0

@@ -62,7 +62,8 @@ class LoadResult:
 
 
 def wrk_script(webhook: str) -> str:
-    """A wrk Lua script: precomputed signed headers, a unique msgId per request (thread id + counter)."""
+    """A wrk Lua script: precomputed signed headers, a unique id per request (thread id + counter)
+    wherever the marker stands in the body (text, msgId, conversationId)."""
     marker = "\x00ID\x00"
     body = json.dumps(common.callback_body(f"ping {marker}", f"wrk-{marker}", webhook), ensure_ascii=False)
     parts = body.split(json.dumps(marker)[1:-1])
@@ -81,7 +82,7 @@ end
 function request()
   counter = counter + 1
   local id = tid .. "-" .. counter
-  return wrk.format("POST", "{common.CALLBACK_PATH}", headers, parts[1] .. id .. parts[2] .. id .. parts[3])
+  return wrk.format("POST", "{common.CALLBACK_PATH}", headers, table.concat(parts, id))
 end
 function done(summary, latency, requests)
   io.write(string.format(

@@ -220,6 +220,8 @@ _JSON_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 def _nesting_depth(text: str) -> int:
     """Deepest bracket nesting, ignoring brackets inside strings; checked before json.loads."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return 0  # cannot nest deeper than it has brackets: skip the scan (the common case)
     depth = deepest = 0
     for token in _JSON_STRUCTURE.finditer(text):
         char = token.group()

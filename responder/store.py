@@ -33,6 +33,7 @@ class ReloadStatus:
     attempts: int
     last_ok: bool
     last_success_at: float
+    last_duration_s: float = 0.0
     last_error: str = ""
     problems: tuple[Problem, ...] = field(default=(), repr=False)
 
@@ -46,6 +47,7 @@ class ReloadStatus:
             "attempts": self.attempts,
             "last_reload_ok": self.last_ok,
             "last_success_at": self.last_success_at,
+            "last_reload_duration_s": round(self.last_duration_s, 6),
             "last_error": self.last_error or None,
             "problems": [
                 {"file": p.file, "line": p.line, "column": p.column, "message": p.message}
@@ -86,6 +88,7 @@ class RuleStore:
         """Load the file again off the event loop; swap on success, keep the old set on error."""
         async with self._lock:
             attempted = self._clock()
+            started = time.monotonic()
             try:
                 new = await asyncio.to_thread(self._loader, self.path, self._environ)
             except RulesError as exc:
@@ -97,9 +100,10 @@ class RuleStore:
                     last_ok=False,
                     last_error=str(exc),
                     problems=exc.problems,
+                    last_duration_s=time.monotonic() - started,
                 )
             else:
-                self.status = self._swap(new, attempted)
+                self.status = replace(self._swap(new, attempted), last_duration_s=time.monotonic() - started)
             self._publish()
             return self.status
 

@@ -283,7 +283,7 @@ class _TemplateCompiler:
     def unfolded_lineno(self, node: yamldoc.ScalarNode) -> int | None:
         """A `>` block folds its lines into one before Jinja numbers them; compile the block as
         written, line breaks kept, to find which of its lines is wrong."""
-        raw = node.start_mark.buffer[node.start_mark.index : node.end_mark.index]
+        raw = self.owner.doc.text[node.start_mark.index : node.end_mark.index]
         written = textwrap.dedent(raw.split("\n", 1)[1] if "\n" in raw else "")
         try:
             self.owner.env.parse(written)

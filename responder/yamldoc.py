@@ -12,10 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
-from yaml.composer import ComposerError
-from yaml.constructor import ConstructorError
+from yaml.composer import Composer, ComposerError
+from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.parser import Parser
+from yaml.reader import Reader
+from yaml.resolver import Resolver
+from yaml.scanner import Scanner
 
 __all__ = ["Position", "ScalarNode", "YamlDocument", "YamlError", "YamlProblem", "parse"]
 
@@ -40,8 +44,36 @@ class YamlError(Exception):
         self.problems = problems
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses anchors and aliases (alias bombs, hidden sharing between rules)."""
+_CParser = getattr(getattr(yaml, "_yaml", None), "CParser", None)
+
+if _CParser is not None:
+
+    class _Events(_CParser):  # type: ignore[misc, valid-type]
+        """libyaml scans and parses about 4x faster than PyYAML's pure-Python parser."""
+
+        def __init__(self, text: str) -> None:
+            _CParser.__init__(self, text)
+
+else:  # a PyYAML built without libyaml
+
+    class _Events(Reader, Scanner, Parser):  # type: ignore[no-redef]
+        def __init__(self, text: str) -> None:
+            Reader.__init__(self, text)
+            Scanner.__init__(self)
+            Parser.__init__(self)
+
+
+class _StrictLoader(Composer, _Events, SafeConstructor, Resolver):
+    """A safe loader that refuses anchors and aliases (alias bombs, hidden sharing between rules).
+
+    Composition stays in Python, so anchors and aliases are refused before anything is built.
+    """
+
+    def __init__(self, text: str) -> None:
+        _Events.__init__(self, text)
+        Composer.__init__(self)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
 
     def compose_node(self, parent: Node | None, index: object) -> Node | None:  # type: ignore[override]
         event = self.peek_event()
@@ -59,6 +91,7 @@ class YamlDocument:
 
     data: Any
     root: Node
+    text: str
 
     def position(self, path: Path) -> Position:
         """The position of the node at `path`, or of its deepest existing ancestor."""
@@ -93,7 +126,6 @@ class YamlDocument:
 def parse(text: str, filename: str) -> YamlDocument:
     """Parse one YAML document. Raises YamlError with positions."""
     loader = _StrictLoader(text)
-    loader.name = filename
     try:
         root = loader.get_single_node()
         if root is None:
@@ -107,16 +139,25 @@ def parse(text: str, filename: str) -> YamlDocument:
     except ConstructorError as exc:
         raise YamlError([_marked(exc, exc.problem or "cannot read this value")]) from None
     except yaml.MarkedYAMLError as exc:
-        raise YamlError([_marked(exc, f"YAML syntax error: {exc.problem}")]) from None
+        problem = _marked(exc, f"YAML syntax error: {exc.problem}")
+        raise YamlError([_within(problem, text)]) from None
     except yaml.YAMLError as exc:
         raise YamlError([YamlProblem(Position(1, 1), f"YAML error: {exc}")]) from None
     finally:
         loader.dispose()
-    return YamlDocument(data, root)
+    return YamlDocument(data, root, text)
+
+
+def _within(problem: YamlProblem, text: str) -> YamlProblem:
+    """libyaml places an error at the end of the stream one line past the last: pull it back."""
+    lines = text.splitlines() or [""]
+    if problem.position.line <= len(lines):
+        return problem
+    return YamlProblem(Position(len(lines), len(lines[-1]) + 1), problem.message)
 
 
 def is_plain_scalar(node: ScalarNode) -> bool:
-    return node.style is None
+    return not node.style  # None from PyYAML's parser, "" from libyaml
 
 
 def _duplicate_keys(node: Node) -> Iterator[YamlProblem]:

@@ -70,6 +70,11 @@ async def _read_json_body(request: web.Request) -> bytes:
         raise web.HTTPRequestTimeout(
             text=_error("timeout", "the body did not arrive in time"), content_type="application/json"
         ) from None
+    except ConnectionResetError:  # the client hung up mid-body: its problem, not a 500
+        raise web.HTTPBadRequest(
+            text=_error("bad_request", "the connection closed before the body ended"),
+            content_type="application/json",
+        ) from None
 
 
 async def _read_capped(content: StreamReader, limit: int) -> bytes:

@@ -431,12 +431,6 @@ async def test_idle_and_half_sent_connections_are_closed_by_the_server(server: S
     assert all(a == b"" or re.match(rb"HTTP/1\.[01] 4\d\d ", a) for a in answers), answers
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a client that disconnects while sending a signed callback's body makes the "
-    "handler fail with ConnectionResetError: logged as request_failed with a traceback and "
-    'counted as a 500 (responder_requests_total{status="500"})',
-)
 async def test_a_client_hanging_up_mid_body_is_not_a_server_error(
     server: ServerProcess, session: aiohttp.ClientSession, sink: Sink
 ) -> None:

@@ -7,11 +7,10 @@ internet: status and metrics reveal rule names, hashes and errors, and reload mu
 
 from __future__ import annotations
 
-import ipaddress
-
 from aiohttp import web
 
 from responder import keys
+from responder.loopback import is_loopback
 from responder.metrics import CONTENT_TYPE
 from responder.store import Reloader
 
@@ -58,14 +57,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def reload(request: web.Request) -> web.Response:
-    if not _is_loopback(request.remote):
+    if not is_loopback(request.remote):
         raise web.HTTPForbidden(text='{"error": "forbidden", "reason": "reload is loopback only"}')
     state = await request.app[RELOADER].reload_now()
     return web.json_response(state.as_json(), status=200 if state.last_ok else 422)
-
-
-def _is_loopback(remote: str | None) -> bool:
-    try:
-        return remote is not None and ipaddress.ip_address(remote).is_loopback
-    except ValueError:
-        return False

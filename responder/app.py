@@ -13,12 +13,15 @@ import aiohttp
 from aiohttp import web
 
 from responder import admin, handlers, keys
-from responder.dispatch import Dispatcher
+from responder.answer import LiveSources
 from responder.metrics import Metrics
-from responder.options import AppOptions
+from responder.pipeline import Guards, Pipeline
+from responder.settings import AppOptions
+from responder.sinks import WebhookSink
 from responder.sources import SourceHub
 from responder.store import RuleStore
 from responder.stream import StreamClient
+from responder.throttle import Gate, OutboundBudget
 
 
 def create_app(
@@ -35,11 +38,19 @@ def create_app(
     app[keys.READINESS] = {}
     app.cleanup_ctx.append(_outbound)
     app.cleanup_ctx.append(_stream)
-    if store.current.dingtalk.mode in ("http", "both"):
-        app.router.add_post(store.current.dingtalk.callback_path, handlers.callback)
+    if store.running.serves_http:
+        app.router.add_post(store.running.callback_path, handlers.callback)
     app.router.add_get("/-/healthy", admin.healthy)
     app.router.add_get("/-/ready", admin.ready)
     return app
+
+
+def guards_for(options: AppOptions) -> Guards:
+    """Fresh in-memory guards with the limits `options` asks for."""
+    return Guards(
+        budget=OutboundBudget(options.sends_per_window, options.send_window_s),
+        gate=Gate(options.max_pending),
+    )
 
 
 async def _outbound(app: web.Application) -> AsyncIterator[None]:
@@ -48,32 +59,34 @@ async def _outbound(app: web.Application) -> AsyncIterator[None]:
         connector=aiohttp.TCPConnector(limit=100, ttl_dns_cache=300),
         raise_for_status=False,
     )
-    hub = SourceHub(session, metrics=app[keys.METRICS])
+    store, options, metrics = app[keys.STORE], app[keys.OPTIONS], app[keys.METRICS]
+    hub = SourceHub(session, metrics=metrics)
+    store.subscribe(lambda new: hub.prune(spec.key for spec in new.sources.values()))
+    pipeline = Pipeline(lambda: store.current, LiveSources(hub), guards_for(options), metrics)
     app[keys.HTTP] = session
     app[keys.SOURCES] = hub
-    options = app[keys.OPTIONS]
-    app[keys.DISPATCHER] = Dispatcher(
-        app[keys.STORE], session, hub.fetch, app[keys.METRICS], limits=options.limits(), clock=options.clock
-    )
-    app[keys.METRICS].pending.set_function(lambda: app[keys.DISPATCHER].pending)
+    app[keys.PIPELINE] = pipeline
+    app[keys.WEBHOOK] = WebhookSink(session, clock=options.clock)
+    metrics.pending.set_function(lambda: pipeline.pending)
     yield
-    await app[keys.DISPATCHER].drain(options.shutdown_grace_s)
+    await pipeline.drain(options.shutdown_grace_s)
     await hub.close()
     await session.close()
 
 
 async def _stream(app: web.Application) -> AsyncIterator[None]:
-    """Stream mode: dial out to DingTalk and feed its messages to the same dispatcher."""
-    dingtalk = app[keys.STORE].current.dingtalk
-    if dingtalk.mode not in ("stream", "both"):
+    """Stream mode: dial out to DingTalk and feed its messages to the same pipeline."""
+    connection = app[keys.STORE].running
+    if not connection.serves_stream:
         yield
         return
+    pipeline, sink = app[keys.PIPELINE], app[keys.WEBHOOK]
     client = StreamClient(
         app[keys.HTTP],
-        api_base=dingtalk.api_base,
-        client_id=dingtalk.client_id,
-        client_secret=dingtalk.client_secret,
-        submit=app[keys.DISPATCHER].submit,
+        api_base=connection.api_base,
+        client_id=connection.client_id,
+        client_secret=connection.client_secret,
+        submit=lambda message: pipeline.start(message, sink),
         metrics=app[keys.METRICS],
     )
     app[keys.READINESS]["stream"] = lambda: client.is_live

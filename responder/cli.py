@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import logging
 import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
-from responder import __version__, bot, dingtalk, examples, lint, server
+from responder import __version__, dingtalk, examples, lint, server, settings
+from responder.answer import Fixtures, LiveSources
 from responder.app import create_app
 from responder.loader import load_rules
 from responder.logs import setup_logging
-from responder.options import AppOptions
+from responder.loopback import is_loopback
+from responder.pipeline import Handled, answer_once
 from responder.playground import add_playground
 from responder.rules import RulesError, RuleSet
-from responder.server import EarlySignals, Listen
+from responder.server import EarlySignals
+from responder.settings import AppOptions, Listen
 from responder.sources import SourceHub
 from responder.store import RuleStore
 
@@ -45,14 +48,40 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the callback server")
     _config_option(serve)
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8080, help="port to bind (default 8080; 0 picks one)")
-    serve.add_argument("--admin-host", default="127.0.0.1", help="address for the admin endpoints")
+    serve.add_argument(
+        "--host", default=settings.DEFAULT_HOST, help=f"address to bind (default {settings.DEFAULT_HOST})"
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=settings.DEFAULT_PORT,
+        help=f"port to bind (default {settings.DEFAULT_PORT}; 0 picks one)",
+    )
+    serve.add_argument(
+        "--admin-host", default=settings.DEFAULT_ADMIN_HOST, help="address for the admin endpoints"
+    )
     serve.add_argument(
         "--admin-port",
         type=int,
-        default=9180,
-        help="port for /metrics, /-/status, /-/healthy, /-/ready (default 9180; -1 disables)",
+        default=settings.DEFAULT_ADMIN_PORT,
+        help=f"port for /metrics, /-/status, /-/healthy, /-/ready (default {settings.DEFAULT_ADMIN_PORT}; "
+        "-1 disables)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=settings.DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help=f"open connections on the callback port before new ones get 503 (default "
+        f"{settings.DEFAULT_MAX_CONNECTIONS}, lowered to fit the descriptor limit)",
+    )
+    serve.add_argument(
+        "--keepalive-timeout",
+        type=_positive_float,
+        default=settings.DEFAULT_KEEPALIVE_TIMEOUT_S,
+        metavar="SECONDS",
+        help="close idle connections, and connections whose request headers have not arrived, after "
+        f"this long (default {settings.DEFAULT_KEEPALIVE_TIMEOUT_S:g})",
     )
     serve.add_argument("--pid-file", type=Path, help="write the process id here (for kill -HUP)")
     serve.add_argument(
@@ -71,9 +100,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--shutdown-grace",
         type=float,
-        default=10.0,
+        default=settings.DEFAULT_SHUTDOWN_GRACE_S,
         metavar="SECONDS",
-        help="on SIGTERM, how long pending replies may take (default 10)",
+        help=f"on SIGTERM, how long pending replies may take (default {settings.DEFAULT_SHUTDOWN_GRACE_S:g})",
     )
     serve.add_argument(
         "--dev",
@@ -106,6 +135,20 @@ def _parser() -> argparse.ArgumentParser:
     sign.add_argument("--timestamp", help="milliseconds since the epoch (default now)")
     sign.set_defaults(run=_sign)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
 
 
 def _config_option(parser: argparse.ArgumentParser) -> None:
@@ -151,18 +194,24 @@ def _try(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     message = sample_message(args.text, args.nick, args.staff_id, not args.private, args.admin)
     if args.explain:
         print(examples.format_verdicts(ruleset.matcher.explain(message)), file=sys.stderr)
-    outcome = asyncio.run(_answer(message, ruleset, offline=args.offline))
-    print(f"rule: {outcome.rule or '(none)'} ({outcome.reason})", file=sys.stderr)
-    if outcome.reply is not None:
-        sys.stdout.write(dingtalk.dumps(dingtalk.encode_reply(outcome.reply)).decode() + "\n")
+    handled, body = asyncio.run(_answer(message, ruleset, offline=args.offline))
+    print(f"rule: {handled.rule or '(none)'} ({handled.reason})", file=sys.stderr)
+    if body is not None:
+        sys.stdout.write(dingtalk.dumps(body).decode() + "\n")
     return 0
 
 
-async def _answer(message: dingtalk.Message, ruleset: RuleSet, *, offline: bool) -> bot.Outcome:
+async def _answer(
+    message: dingtalk.Message, ruleset: RuleSet, *, offline: bool
+) -> tuple[Handled, dict[str, Any] | None]:
     if offline:
-        return await bot.answer(message, ruleset, None)
+        return await answer_once(message, ruleset, Fixtures())
     async with aiohttp.ClientSession() as session:
-        return await bot.answer(message, ruleset, SourceHub(session).fetch)
+        hub = SourceHub(session)
+        try:
+            return await answer_once(message, ruleset, LiveSources(hub))
+        finally:
+            await hub.close()
 
 
 def sample_message(text: str, nick: str, staff_id: str, is_group: bool, is_admin: bool) -> dingtalk.Message:
@@ -219,12 +268,12 @@ def _serve_logged(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if refusal:
         print(f"responder serve: {refusal}", file=sys.stderr)
         return 1
-    if not ruleset.dingtalk.app_secrets and ruleset.dingtalk.mode != "stream":
+    if not ruleset.dingtalk.policy.app_secrets and ruleset.dingtalk.connection.serves_http:
         log.warning("dev_mode_unsigned DEVELOPMENT MODE: callbacks are NOT authenticated (no app_secret)")
     app = create_app(
         RuleStore(ruleset, environ), AppOptions(dev=args.dev, shutdown_grace_s=args.shutdown_grace)
     )
-    if args.dev and _is_loopback(args.host):
+    if args.dev and is_loopback(args.host):
         add_playground(app)
         log.info("playground_enabled path=/-/playground/")
     elif args.dev:
@@ -235,8 +284,9 @@ def _serve_logged(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         admin_host=args.admin_host,
         admin_port=None if args.admin_port < 0 else args.admin_port,
         pid_file=args.pid_file,
-        shutdown_grace_s=args.shutdown_grace,
         reload_endpoint=args.enable_reload_endpoint,
+        max_connections=args.max_connections,
+        keepalive_timeout_s=args.keepalive_timeout,
     )
     try:
         with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
@@ -258,19 +308,10 @@ def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def _refuse_unsigned(ruleset: RuleSet, args: argparse.Namespace) -> str:
-    if ruleset.dingtalk.app_secrets or ruleset.dingtalk.mode == "stream":
+    if ruleset.dingtalk.policy.app_secrets or not ruleset.dingtalk.connection.serves_http:
         return ""
     if not args.dev:
         return "no dingtalk.app_secret is set; set DINGTALK_APP_SECRET, or use --dev on a loopback address"
-    if not _is_loopback(args.host):
+    if not is_loopback(args.host):
         return f"--dev without an app_secret only binds to loopback, not {args.host}"
     return ""
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

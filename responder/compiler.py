@@ -16,10 +16,11 @@ from typing import Any
 
 import jinja2
 
-from responder import yamldoc
+from responder import schema, yamldoc
 from responder.matching import Matcher, Scope, Trigger, compile_trigger
 from responder.rendering import ButtonTemplate, LinkTemplate, ReplyTemplate, make_environment
-from responder.rules import MATCH_KINDS, DingTalkConfig, Problem, Rule, RulesError, RuleSet
+from responder.rules import MATCH_KINDS, Problem, Rule, RulesError, RuleSet
+from responder.settings import Connection, DingTalkSettings, Policy
 from responder.sources import SourceConfigError, compile_source
 from responder.sources.base import SourceSpec
 from responder.throttle import Cooldown
@@ -33,6 +34,8 @@ _KEYS_BY_MSGTYPE = {
     "feedCard": {"links"},
 }
 _REPLY_KEYS = set().union(*_KEYS_BY_MSGTYPE.values())
+# Not merged into a rule's mapping: keys a msgtype does not take must stay visibly absent.
+RULE_DEFAULTS = schema.defaults("rule")
 
 
 def compile_ruleset(
@@ -76,28 +79,30 @@ class _Compiler:
         position = self.doc.key_position(path) if at_key else self.doc.position(path)
         self.problems.append(Problem(self.file, position.line, position.column, message))
 
-    def dingtalk(self, spec: Mapping[str, Any]) -> DingTalkConfig:
+    def dingtalk(self, given: Mapping[str, Any]) -> DingTalkSettings:
+        spec = schema.with_defaults("dingtalk", given)
         secrets = spec.get("app_secret", ())
         secrets = (secrets,) if isinstance(secrets, str) else tuple(secrets)
-        callback_path = spec.get("callback_path", "/dingtalk/callback")
-        if callback_path.startswith(RESERVED_PATH_PREFIX):
+        if spec["callback_path"].startswith(RESERVED_PATH_PREFIX):
             self.problem(("dingtalk", "callback_path"), "dingtalk.callback_path: /-/ is reserved")
-        mode = spec.get("mode", "http")
+        mode = spec["mode"]
         if mode != "http" and not (spec.get("client_id") and spec.get("client_secret")):
             self.problem(("dingtalk", "mode"), f"dingtalk.mode {mode} needs client_id and client_secret")
-        origins = spec.get("session_webhook_origins", ["https://oapi.dingtalk.com"])
-        return DingTalkConfig(
-            app_secrets=tuple(s for s in secrets if s),
-            callback_path=callback_path,
-            reply=spec.get("reply", "session_webhook"),
-            session_webhook_origins=tuple(o.lower().rstrip("/") for o in origins),
-            timestamp_window_ms=spec.get("timestamp_window_s", 3600) * 1000,
-            webhook_timeout_s=float(spec.get("webhook_timeout_s", 5)),
+        connection = Connection(
+            callback_path=spec["callback_path"],
             mode=mode,
             client_id=spec.get("client_id", ""),
             client_secret=spec.get("client_secret", ""),
-            api_base=spec.get("api_base", "https://api.dingtalk.com").rstrip("/"),
+            api_base=spec["api_base"].rstrip("/"),
         )
+        policy = Policy(
+            app_secrets=tuple(s for s in secrets if s),
+            reply=spec["reply"],
+            session_webhook_origins=tuple(o.lower().rstrip("/") for o in spec["session_webhook_origins"]),
+            timestamp_window_ms=spec["timestamp_window_s"] * 1000,
+            webhook_timeout_s=float(spec["webhook_timeout_s"]),
+        )
+        return DingTalkSettings(connection, policy)
 
     def sources(self, specs: Mapping[str, Any]) -> dict[str, SourceSpec]:
         compiled = {}
@@ -116,6 +121,7 @@ class _Compiler:
         sources: Mapping[str, SourceSpec],
     ) -> Rule | None:
         at: yamldoc.Path = ("rules", index)
+        defaults = schema.with_defaults("defaults", defaults)
         label = f"rule {spec['name']!r}: "
         before = len(self.problems)
         self.check_reply_keys(at, spec, label)
@@ -128,9 +134,9 @@ class _Compiler:
             name=spec["name"],
             index=index,
             line=self.doc.position(at).line,
-            priority=spec.get("priority", 0),
+            priority=spec.get("priority", RULE_DEFAULTS["priority"]),
             description=spec.get("description", ""),
-            hidden=spec.get("hidden", False),
+            hidden=spec.get("hidden", RULE_DEFAULTS["hidden"]),
             trigger=trigger,
             scope=_scope(spec.get("scope", {})),
             reply=reply,
@@ -152,7 +158,7 @@ class _Compiler:
         self, at: yamldoc.Path, spec: Mapping[str, Any], defaults: Mapping[str, Any], label: str
     ) -> Trigger | None:
         kind = next(k for k in MATCH_KINDS if k in spec)
-        case_sensitive = spec.get("case_sensitive", defaults.get("case_sensitive", False))
+        case_sensitive = spec.get("case_sensitive", defaults["case_sensitive"])
         try:
             return compile_trigger(kind, spec[kind], case_sensitive=case_sensitive)
         except re.error as exc:
@@ -192,9 +198,10 @@ class _Compiler:
             picture=t.inline("picture"),
             single_button=t.button(("button",), spec.get("button")),
             buttons=tuple(filter(None, (t.button(("buttons", i), b) for i, b in enumerate(buttons)))),
-            horizontal_buttons=spec.get("button_orientation") == "horizontal",
+            horizontal_buttons=spec.get("button_orientation", RULE_DEFAULTS["button_orientation"])
+            == "horizontal",
             links=tuple(t.link(i, link) for i, link in enumerate(spec.get("links", ()))),
-            at_sender=spec.get("at_sender", defaults.get("at_sender", True)),
+            at_sender=spec.get("at_sender", defaults["at_sender"]),
         )
 
     def check_unique(self, rules: list[Rule]) -> None:
@@ -292,18 +299,20 @@ class _TemplateCompiler:
         return None
 
 
-def _cooldown(spec: Mapping[str, Any] | None) -> Cooldown | None:
-    if spec is None:
+def _cooldown(given: Mapping[str, Any] | None) -> Cooldown | None:
+    if given is None:
         return None
-    return Cooldown(spec.get("per", "sender"), float(spec["seconds"]), spec.get("max", 1), spec.get("reply"))
+    spec = schema.with_defaults("cooldown", given)
+    return Cooldown(spec["per"], float(spec["seconds"]), spec["max"], spec.get("reply"))
 
 
-def _scope(spec: Mapping[str, Any]) -> Scope:
+def _scope(given: Mapping[str, Any]) -> Scope:
+    spec = schema.with_defaults("scope", given)
     return Scope(
-        chat=spec.get("chat", "any"),
+        chat=spec["chat"],
         conversations=frozenset(spec.get("conversations", ())),
         senders=frozenset(spec.get("senders", ())),
-        admins_only=spec.get("admins_only", False),
+        admins_only=spec["admins_only"],
     )
 
 

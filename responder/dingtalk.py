@@ -13,12 +13,13 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 MAX_REPLY_BYTES = 20_000
 TRUNCATION_MARKER = "\n\n…(truncated)"
 MAX_JSON_DEPTH = 32
-NON_TEXT_TYPES = frozenset({"picture", "richText", "audio", "video", "file", "unknownMsgType"})
+MENTIONABLE = frozenset({"text", "markdown"})  # the only types whose `at` DingTalk documents
 _TIMESTAMP = re.compile(r"[0-9]{13}")
 
 
@@ -247,8 +248,25 @@ class FeedLink:
 
 
 @dataclass(frozen=True, slots=True)
+class Mention:
+    """Who a reply @-mentions. How (and whether) that is written depends on the channel."""
+
+    staff_id: str
+    nick: str
+
+    @property
+    def token(self) -> str:
+        """`@staffId`, which DingTalk highlights with `atUserIds`, or a plain `@nick` without one."""
+        return f"@{self.staff_id or self.nick}"
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
-    """A rendered reply, independent of the wire spelling of each message type."""
+    """A rendered reply, independent of the wire spelling of each message type.
+
+    `text` is what the template produced; the mention is added when the reply is encoded for a
+    channel, so cutting an over-long text never cuts the mention.
+    """
 
     msgtype: str
     text: str = ""
@@ -259,7 +277,7 @@ class Reply:
     buttons: tuple[Button, ...] = ()
     horizontal_buttons: bool = False
     links: tuple[FeedLink, ...] = ()
-    at_user_ids: tuple[str, ...] = ()
+    mention: Mention | None = None
 
 
 def encode_reply(reply: Reply, max_bytes: int = MAX_REPLY_BYTES) -> dict[str, Any]:
@@ -267,9 +285,17 @@ def encode_reply(reply: Reply, max_bytes: int = MAX_REPLY_BYTES) -> dict[str, An
 
     Too long: a feedCard first loses entries from its end, then the text, the title and the
     button or entry titles are cut (in that order) with a visible marker. URLs are never cut.
+    The mention is kept unless even the cut reply cannot hold it (an absurdly long nick).
     """
     if _fits(reply, max_bytes):
         return _encode(reply)
+    shortened = _shorten(reply, max_bytes)
+    if reply.mention is not None and not _fits(shortened, max_bytes):
+        shortened = _shorten(replace(reply, mention=None), max_bytes)
+    return _encode(shortened)
+
+
+def _shorten(reply: Reply, max_bytes: int) -> Reply:
     if reply.msgtype == "feedCard":
         reply = _drop_feed_entries(reply, max_bytes)
     field = 0
@@ -277,7 +303,7 @@ def encode_reply(reply: Reply, max_bytes: int = MAX_REPLY_BYTES) -> dict[str, An
         value, rebuild, marker = _cuttable(reply)[field]  # rebuilt each time: it closes over `reply`
         reply = _cut(value, rebuild, marker, max_bytes)
         field += 1
-    return _encode(reply)
+    return reply
 
 
 def dumps(body: Mapping[str, Any]) -> bytes:
@@ -295,28 +321,47 @@ def _drop_feed_entries(reply: Reply, max_bytes: int) -> Reply:
     return replace(reply, links=links)
 
 
-def _cuttable(reply: Reply) -> list[tuple[str, Callable[[str], Reply], str]]:
+Rebuild = Callable[[str], Reply]
+
+
+def _cuttable(reply: Reply) -> list[tuple[str, Rebuild, str]]:
     """Each text field that may be shortened, with how to rebuild the reply around a new value."""
-    fields: list[tuple[str, Callable[[str], Reply], str]] = [
-        (reply.text, lambda v: replace(reply, text=v), TRUNCATION_MARKER),
-        (reply.title, lambda v: replace(reply, title=v), "…"),
+    fields: list[tuple[str, Rebuild, str]] = [
+        (reply.text, partial(_with_text, reply), TRUNCATION_MARKER),
+        (reply.title, partial(_with_title, reply), "…"),
     ]
     if reply.single_button is not None:
-        button = reply.single_button
-        fields.append((button.title, lambda v: replace(reply, single_button=replace(button, title=v)), "…"))
-    for i, b in enumerate(reply.buttons):
-        fields.append(
-            (b.title, lambda v, i=i, b=b: _with_item(reply, "buttons", i, replace(b, title=v)), "…")
-        )
-    for i, x in enumerate(reply.links):
-        fields.append((x.title, lambda v, i=i, x=x: _with_item(reply, "links", i, replace(x, title=v)), "…"))
+        fields.append((reply.single_button.title, partial(_with_single_button_title, reply), "…"))
+    for i, button in enumerate(reply.buttons):
+        fields.append((button.title, partial(_with_button_title, reply, i), "…"))
+    for i, link in enumerate(reply.links):
+        fields.append((link.title, partial(_with_link_title, reply, i), "…"))
     return fields
 
 
-def _with_item(reply: Reply, name: str, index: int, item: Any) -> Reply:
-    items = list(getattr(reply, name))
-    items[index] = item
-    return replace(reply, **{name: tuple(items)})
+def _with_text(reply: Reply, text: str) -> Reply:
+    return replace(reply, text=text)
+
+
+def _with_title(reply: Reply, title: str) -> Reply:
+    return replace(reply, title=title)
+
+
+def _with_single_button_title(reply: Reply, title: str) -> Reply:
+    assert reply.single_button is not None
+    return replace(reply, single_button=replace(reply.single_button, title=title))
+
+
+def _with_button_title(reply: Reply, index: int, title: str) -> Reply:
+    buttons = list(reply.buttons)
+    buttons[index] = replace(buttons[index], title=title)
+    return replace(reply, buttons=tuple(buttons))
+
+
+def _with_link_title(reply: Reply, index: int, title: str) -> Reply:
+    links = list(reply.links)
+    links[index] = replace(links[index], title=title)
+    return replace(reply, links=tuple(links))
 
 
 def _cut(value: str, rebuild: Callable[[str], Reply], marker: str, max_bytes: int) -> Reply:
@@ -334,20 +379,31 @@ def _cut(value: str, rebuild: Callable[[str], Reply], marker: str, max_bytes: in
     return rebuild(value[:low] + marker)
 
 
+def mentioned_text(reply: Reply) -> str:
+    """The text as the conversation shows it: text replies start with the mention, markdown
+    replies end with it (DingTalk highlights it only if the token is in the text)."""
+    if reply.mention is None or reply.msgtype not in MENTIONABLE:
+        return reply.text
+    if reply.msgtype == "text":
+        return f"{reply.mention.token} {reply.text}"
+    return f"{reply.text}\n\n{reply.mention.token}"
+
+
 def _encode(reply: Reply) -> dict[str, Any]:
     encoder = _ENCODERS[reply.msgtype]
     body: dict[str, Any] = {"msgtype": reply.msgtype, reply.msgtype: encoder(reply)}
-    if reply.at_user_ids and reply.msgtype in ("text", "markdown"):
-        body["at"] = {"atUserIds": list(reply.at_user_ids), "isAtAll": False}
+    mention = reply.mention
+    if mention is not None and mention.staff_id and reply.msgtype in MENTIONABLE:
+        body["at"] = {"atUserIds": [mention.staff_id], "isAtAll": False}
     return body
 
 
 def _text(reply: Reply) -> dict[str, Any]:
-    return {"content": reply.text}
+    return {"content": mentioned_text(reply)}
 
 
 def _markdown(reply: Reply) -> dict[str, Any]:
-    return {"title": reply.title, "text": reply.text}
+    return {"title": reply.title, "text": mentioned_text(reply)}
 
 
 def _link(reply: Reply) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Examples: golden tests written inside rules.yaml, run through the real engine by `responder check`.
 
 A rule's `examples:` list says what a message gets back. Each example becomes a Message, goes
-through `bot.answer` offline (sources answered by the rule's `fixture`), and the reply is compared
+through the pipeline offline (sources answered by the rule's `fixture`), and the reply is compared
 with the expectations: which rule answered, substrings or a regex in the main text, a subset of the
 reply JSON, or no reply at all. Failures point at the expectation in rules.yaml and show a diff.
 Also here: the `try --explain` table, the other way to see why a message got its reply.
@@ -18,14 +18,13 @@ from typing import Any
 
 import yaml
 
-from responder import bot, dingtalk
+from responder import dingtalk, schema
+from responder.answer import Fixtures
 from responder.matching import Verdict
+from responder.pipeline import Handled, answer_once, local_now
 from responder.rules import RuleSet
 from responder.yamldoc import Path, YamlDocument
 
-DEFAULT_NICK = "Tester"
-DEFAULT_STAFF_ID = "tester"
-DEFAULT_CONVERSATION = "cidEXAMPLE"
 _EXPECTATIONS = ("rule", "contains", "matches", "equals")
 
 
@@ -83,14 +82,14 @@ def collect(doc: YamlDocument) -> list[Example]:
 async def run_examples(
     ruleset: RuleSet,
     doc: YamlDocument,
-    now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now().astimezone(),
+    now: Callable[[], datetime.datetime] = local_now,
 ) -> ExampleReport:
     """Run every example of `doc` (the parsed file `ruleset` was compiled from) against `ruleset`."""
     examples = collect(doc)
     failures: list[ExampleFailure] = []
     for example in examples:
-        outcome = await bot.answer(example_message(example.spec), ruleset, None, now)
-        for key, message, detail in judge(example, outcome, ruleset):
+        handled, body = await answer_once(example_message(example.spec), ruleset, Fixtures(), now=now)
+        for key, message, detail in judge(example, handled, body, ruleset):
             position = doc.key_position((*example.path, key)) if key else doc.position(example.path)
             failures.append(
                 ExampleFailure(
@@ -106,17 +105,18 @@ async def run_examples(
     return ExampleReport(len(examples), tuple(failures))
 
 
-def example_message(spec: Mapping[str, Any]) -> dingtalk.Message:
+def example_message(given: Mapping[str, Any]) -> dingtalk.Message:
     """The message an example describes, as DingTalk would deliver it (a group chat by default)."""
+    spec = schema.with_defaults("example", given)
     return dingtalk.offline_message(
         spec.get("say", ""),
         msg_id="example",
-        conversation_id=spec.get("conversation", DEFAULT_CONVERSATION),
-        nick=spec.get("nick", DEFAULT_NICK),
-        staff_id=spec.get("staff_id", DEFAULT_STAFF_ID),
-        is_group=spec.get("chat", "group") == "group",
-        is_admin=spec.get("admin", False),
-        msgtype=spec.get("type", "text"),
+        conversation_id=spec["conversation"],
+        nick=spec["nick"],
+        staff_id=spec["staff_id"],
+        is_group=spec["chat"] == "group",
+        is_admin=spec["admin"],
+        msgtype=spec["type"],
     )
 
 
@@ -124,8 +124,11 @@ Finding = tuple[str, str, str]
 """(expectation key or "" for the whole example, message, detail)."""
 
 
-def judge(example: Example, outcome: bot.Outcome, ruleset: RuleSet) -> list[Finding]:
-    """Everything about `outcome` that the example did not expect; empty when it passes."""
+def judge(
+    example: Example, outcome: Handled, body: Mapping[str, Any] | None, ruleset: RuleSet
+) -> list[Finding]:
+    """Everything about `outcome` (and the reply JSON `body`) that the example did not expect;
+    empty when it passes."""
     spec = example.spec
     if outcome.render_error:
         return [("", f"the reply failed to render: {outcome.render_error}", "")]
@@ -134,16 +137,16 @@ def judge(example: Example, outcome: bot.Outcome, ruleset: RuleSet) -> list[Find
     expected_rule = spec.get("rule", example.rule)
     if ruleset.rule(expected_rule) is None:
         return [("rule", f"there is no rule named {expected_rule!r}", "")]
-    if outcome.reply is None:
+    if outcome.reply is None or body is None:
         why = f"expected a reply from rule {expected_rule!r}, but none was sent ({outcome.reason})"
         return [("", why, "")]
     if outcome.rule != expected_rule:
         why = f"answered by rule {outcome.rule!r} ({outcome.reason}), expected rule {expected_rule!r}"
         return [("rule" if "rule" in spec else "say", why, "")]
-    return _judge_reply(spec, outcome.reply)
+    return _judge_reply(spec, outcome.reply, body)
 
 
-def _judge_silence(spec: Mapping[str, Any], outcome: bot.Outcome) -> list[Finding]:
+def _judge_silence(spec: Mapping[str, Any], outcome: Handled) -> list[Finding]:
     mixed = [key for key in _EXPECTATIONS if key in spec]
     if mixed:
         return [("no_reply", f"no_reply cannot be combined with {', '.join(mixed)}", "")]
@@ -152,7 +155,7 @@ def _judge_silence(spec: Mapping[str, Any], outcome: bot.Outcome) -> list[Findin
     return [("no_reply", f"expected no reply, but rule {outcome.rule!r} answered", _shown(outcome.reply))]
 
 
-def _judge_reply(spec: Mapping[str, Any], reply: dingtalk.Reply) -> list[Finding]:
+def _judge_reply(spec: Mapping[str, Any], reply: dingtalk.Reply, body: Mapping[str, Any]) -> list[Finding]:
     text = main_text(reply)
     findings: list[Finding] = []
     words = spec.get("contains", ())
@@ -162,7 +165,7 @@ def _judge_reply(spec: Mapping[str, Any], reply: dingtalk.Reply) -> list[Finding
     if "matches" in spec:
         findings.extend(_judge_regex(spec["matches"], text, reply))
     if "equals" in spec:
-        findings.extend(_judge_fields(spec["equals"], dingtalk.encode_reply(reply)))
+        findings.extend(_judge_fields(spec["equals"], body))
     return findings
 
 
@@ -201,7 +204,7 @@ def main_text(reply: dingtalk.Reply) -> str:
     """What `contains` and `matches` look at: the text, or a feedCard's titles one per line."""
     if reply.msgtype == "feedCard":
         return "\n".join(link.title for link in reply.links)
-    return reply.text
+    return dingtalk.mentioned_text(reply)
 
 
 def _shown(reply: dingtalk.Reply) -> str:

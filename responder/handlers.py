@@ -6,46 +6,40 @@ import asyncio
 import logging
 
 from aiohttp import StreamReader, web
+from aiohttp.typedefs import Handler
 
 from responder import keys
-from responder.dingtalk import (
-    MessageError,
-    SignatureError,
-    dumps,
-    encode_reply,
-    parse_message,
-    verify_signature,
-)
+from responder.dingtalk import MessageError, SignatureError, dumps, parse_message, verify_signature
+from responder.sinks import ResponseSink
 
 log = logging.getLogger(__name__)
 
 UNAUTHORIZED = {"error": "unauthorized", "reason": "missing or invalid timestamp/sign headers"}
+OVERLOADED = {"error": "overloaded", "reason": "too many replies pending"}
 
 
 async def callback(request: web.Request) -> web.Response:
     app = request.app
-    ruleset = app[keys.STORE].current
+    policy = app[keys.STORE].current.dingtalk.policy
     options = app[keys.OPTIONS]
-    if ruleset.dingtalk.app_secrets or not options.dev:
+    if policy.app_secrets or not options.dev:
         try:
             verify_signature(
-                request.headers,
-                ruleset.dingtalk.app_secrets,
-                options.now_ms(),
-                ruleset.dingtalk.timestamp_window_ms,
+                request.headers, policy.app_secrets, options.now_ms(), policy.timestamp_window_ms
             )
         except SignatureError as exc:
             app[keys.METRICS].auth_failures.labels(exc.reason).inc()
             log.warning("auth_rejected reason=%s remote=%s", exc.reason, request.remote)
             return web.json_response(UNAUTHORIZED, status=401)
     message = parse_message(await _read_json_body(request))
-    if ruleset.dingtalk.reply == "response":
-        outcome = await app[keys.DISPATCHER].answer(message)
-        body = encode_reply(outcome.reply) if outcome.reply else {}
-        return web.Response(body=dumps(body), content_type="application/json")
-    if app[keys.DISPATCHER].submit(message) is None:
+    sink = ResponseSink() if policy.reply == "response" else app[keys.WEBHOOK]
+    handling = app[keys.PIPELINE].start(message, sink)
+    if handling is None:
         # Not claimed, so a redelivery by DingTalk can still be answered once we have room.
-        return web.json_response({"error": "overloaded", "reason": "too many replies pending"}, status=503)
+        return web.json_response(OVERLOADED, status=503)
+    if isinstance(sink, ResponseSink):
+        await handling
+        return web.Response(body=dumps(sink.body or {}), content_type="application/json")
     return web.json_response({})
 
 
@@ -100,7 +94,7 @@ def _error(error: str, reason: str) -> str:
 
 
 @web.middleware
-async def errors(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bad input is a 4xx with a reason; anything unexpected is a logged 500 (always a bug)."""
     metrics = request.app[keys.METRICS]
     try:

@@ -7,9 +7,10 @@ from collections.abc import Callable
 import aiohttp
 from aiohttp import web
 
-from responder.dispatch import Dispatcher
 from responder.metrics import Metrics
-from responder.options import AppOptions
+from responder.pipeline import Pipeline
+from responder.settings import AppOptions
+from responder.sinks import WebhookSink
 from responder.sources import SourceHub
 from responder.store import RuleStore
 
@@ -18,6 +19,7 @@ OPTIONS = web.AppKey("options", AppOptions)
 METRICS = web.AppKey("metrics", Metrics)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 SOURCES = web.AppKey("sources", SourceHub)
-DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+PIPELINE = web.AppKey("pipeline", Pipeline)
+WEBHOOK = web.AppKey("webhook", WebhookSink)
 # name -> is it ready? (the rules are loaded before serving; transports such as Stream add theirs)
 READINESS = web.AppKey("readiness", dict[str, Callable[[], bool]])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from re import _constants as sre  # type: ignore[attr-defined]
 from re import _parser as sre_parse  # type: ignore[attr-defined]
@@ -23,7 +23,7 @@ from jinja2 import meta, nodes
 
 from responder import examples, yamldoc
 from responder.loader import templates_dir
-from responder.matching import Match, Scope, normalise
+from responder.matching import Match, Scope, Trigger, normalise
 from responder.rendering import build_context, make_environment
 from responder.rules import Rule, RuleSet
 
@@ -395,7 +395,7 @@ def _in_item(op: Any, av: Any, char: str) -> bool:
     if op is sre.LITERAL:
         return chr(av) == char
     if op is sre.RANGE:
-        return av[0] <= ord(char) <= av[1]
+        return bool(av[0] <= ord(char) <= av[1])
     if op is sre.CATEGORY:
         for category, test in _CATEGORIES.items():
             if av is category:
@@ -491,7 +491,11 @@ def _context_names() -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class _Named:
+    """A stand-in rule: enough to ask build_context which names it provides."""
+
     name: str
+    trigger: Trigger = field(default_factory=lambda: Trigger("fallback"))
+    scope: Scope = field(default_factory=Scope)
 
 
 def _first_use(ast: nodes.Template, name: str) -> int:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import heapq
 import re
 import unicodedata
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from responder.dingtalk import Message
 
@@ -73,6 +73,8 @@ def compile_trigger(kind: str, value: str | Sequence[str] | bool, *, case_sensit
     if kind == "regex":
         assert isinstance(value, str)
         return Trigger(kind, case_sensitive=case_sensitive, pattern=re.compile(value, flags))
+    if isinstance(value, bool):
+        raise ValueError(f"{kind} takes words, not true/false")
     words = tuple(normalise(w) for w in ([value] if isinstance(value, str) else value))
     if not all(words):
         raise ValueError("a word is empty once normalised (whitespace, or a leading @Name, is dropped)")
@@ -91,14 +93,25 @@ def _whole_word(word: str) -> str:
 
 
 class Matchable(Protocol):
-    name: str
-    trigger: Trigger
-    scope: Scope
+    """What matching needs of a rule (the compiled Rule, or a stand-in in lint)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def trigger(self) -> Trigger: ...
+
+    @property
+    def scope(self) -> Scope: ...
+
+
+R = TypeVar("R", bound=Matchable, covariant=True)
+T = TypeVar("T", bound=Matchable)
 
 
 @dataclass(frozen=True, slots=True)
-class Match:
-    rule: Matchable
+class Match(Generic[R]):
+    rule: R
     text: str
     args: tuple[str, ...] = ()
     args_text: str = ""
@@ -115,10 +128,10 @@ class Verdict:
     reason: str
 
 
-class Matcher:
+class Matcher(Generic[R]):
     """An index over rules in precedence order, built once per RuleSet."""
 
-    def __init__(self, rules: Sequence[Matchable]) -> None:
+    def __init__(self, rules: Sequence[R]) -> None:
         # `rules` arrive in precedence order: rank = position.
         self._rules = tuple(rules)
         self._exact: dict[tuple[bool, str], list[int]] = {}
@@ -145,16 +158,23 @@ class Matcher:
         else:
             self._non_text = rank
 
-    def find(self, message: Message) -> Match | None:
-        """The rule that answers `message`, or None (no rule and no fallback)."""
+    def find(self, message: Message) -> Match[R] | None:
+        """The rule that answers `message`: the first candidate its scope admits, or None."""
+        return first_admitted(self.candidates(message), message)
+
+    def candidates(self, message: Message) -> Iterator[Match[R]]:
+        """Every rule whose trigger matches `message`, in precedence order, ending with the
+        fallback (or, for non-text messages, only the non_text rule). Scopes are not checked
+        here; lazily computed, so taking the first admitted one stops the scan."""
         if not message.is_text:
-            return self._special(self._non_text, message, "non-text message")
+            yield from self._special(self._non_text, message, "non-text message")
+            return
         text = normalise(message.text)
         for rank in self._candidates(text):
             match = _try(self._rules[rank], text)
-            if match is not None and match.rule.scope.refusal(message) is None:
-                return match
-        return self._special(self._fallback, message, "nothing else matched")
+            if match is not None:
+                yield match
+        yield from self._special(self._fallback, message, "nothing else matched")
 
     def explain(self, message: Message) -> list[Verdict]:
         """Every rule in precedence order with the reason it did or did not take `message`."""
@@ -176,16 +196,17 @@ class Matcher:
             hits.update(self._command.get((case_sensitive, fold(head)), ()))
         yield from heapq.merge(sorted(hits), self._scanned)
 
-    def _special(self, rank: int | None, message: Message, why: str) -> Match | None:
-        if rank is None:
-            return None
-        rule = self._rules[rank]
-        if rule.scope.refusal(message) is not None:
-            return None
-        return Match(rule, normalise(message.text), reason=why)
+    def _special(self, rank: int | None, message: Message, why: str) -> Iterator[Match[R]]:
+        if rank is not None:
+            yield Match(self._rules[rank], normalise(message.text), reason=why)
 
 
-def _try(rule: Matchable, text: str) -> Match | None:
+def first_admitted(candidates: Iterable[Match[T]], message: Message) -> Match[T] | None:
+    """The first matching rule whose scope admits the message; a refused rule lets the next try."""
+    return next((m for m in candidates if m.rule.scope.refusal(message) is None), None)
+
+
+def _try(rule: T, text: str) -> Match[T] | None:
     trigger = rule.trigger
     folded = trigger.fold(text)
     if trigger.kind == "keywords" and folded in trigger.words:
@@ -205,10 +226,10 @@ def _try(rule: Matchable, text: str) -> Match | None:
 
 
 def _verdict(
-    rule: Matchable,
-    match: Match | None,
+    rule: T,
+    match: Match[T] | None,
     refusal: str | None,
-    winner: Match | None,
+    winner: Match[T] | None,
     message: Message,
 ) -> Verdict:
     if winner is not None and winner.rule is rule:

@@ -69,6 +69,11 @@ class Metrics:
             "Unix time of the last successful rules load.",
             registry=r,
         )
+        self.restart_required = Gauge(
+            "responder_restart_required",
+            "1 while the live rules.yaml changes a restart-only setting that is not applied yet.",
+            registry=r,
+        )
         self.rules_loaded = Gauge("responder_rules_loaded", "Rules in the live snapshot.", registry=r)
         self.rules_info = Gauge(
             "responder_rules_info",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,8 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from responder import __version__
-from responder.dingtalk import Button, FeedLink, Message, Reply
-from responder.matching import Match
+from responder.dingtalk import Button, FeedLink, Mention, Message, Reply
+from responder.matching import Match, Matchable
 from responder.sources.base import SourceResult
 
 
@@ -67,7 +67,7 @@ class ReplyTemplate:
 
 
 def build_context(
-    match: Match,
+    match: Match[Matchable],
     message: Message,
     source: SourceResult | None,
     rules: Sequence[Mapping[str, Any]],
@@ -105,7 +105,7 @@ def render(template: ReplyTemplate, context: Mapping[str, Any], message: Message
     body = template.body
     if template.on_error is not None and isinstance(source, SourceResult) and not source.ok:
         body = template.on_error
-    reply = Reply(
+    return Reply(
         msgtype=template.msgtype,
         text=_render(body, context),
         title=_render(template.title, context),
@@ -115,21 +115,15 @@ def render(template: ReplyTemplate, context: Mapping[str, Any], message: Message
         buttons=tuple(b for b in (_button(t, context) for t in template.buttons) if b),
         horizontal_buttons=template.horizontal_buttons,
         links=tuple(_link(t, context) for t in template.links),
+        mention=sender_mention(message) if template.at_sender else None,
     )
-    return mention_sender(reply, message) if template.at_sender else reply
 
 
-def mention_sender(reply: Reply, message: Message) -> Reply:
-    """In groups, @ the sender: `@staffId` in the text plus atUserIds, or plain `@nick` text."""
-    if not message.is_group or reply.msgtype not in ("text", "markdown"):
-        return reply
-    who = message.sender_staff_id or message.sender_nick
-    if not who:
-        return reply
-    mention = f"@{who}"
-    text = f"{mention} {reply.text}" if reply.msgtype == "text" else f"{reply.text}\n\n{mention}"
-    ids = (message.sender_staff_id,) if message.sender_staff_id else ()
-    return replace(reply, text=text, at_user_ids=ids)
+def sender_mention(message: Message) -> Mention | None:
+    """In groups the sender is @-mentioned (by staff id, or by nick for people outside the org)."""
+    if not message.is_group or not (message.sender_staff_id or message.sender_nick):
+        return None
+    return Mention(message.sender_staff_id, message.sender_nick)
 
 
 def _render(template: jinja2.Template | None, context: Mapping[str, Any]) -> str:

@@ -9,11 +9,11 @@ from typing import Any
 
 from responder.matching import Matcher, Scope, Trigger
 from responder.rendering import ReplyTemplate
+from responder.settings import DingTalkSettings
 from responder.sources.base import SourceSpec
 from responder.throttle import Cooldown
 
 MATCH_KINDS = ("keywords", "command", "regex", "contains", "fallback", "non_text")
-DEFAULT_ORIGINS = ("https://oapi.dingtalk.com",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,20 +33,6 @@ class RulesError(Exception):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = tuple(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
-
-
-@dataclass(frozen=True, slots=True)
-class DingTalkConfig:
-    app_secrets: tuple[str, ...] = field(default=(), repr=False)
-    callback_path: str = "/dingtalk/callback"
-    reply: str = "session_webhook"
-    session_webhook_origins: tuple[str, ...] = DEFAULT_ORIGINS
-    timestamp_window_ms: int = 3_600_000
-    webhook_timeout_s: float = 5.0
-    mode: str = "http"
-    client_id: str = ""
-    client_secret: str = field(default="", repr=False)
-    api_base: str = "https://api.dingtalk.com"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +58,9 @@ class RuleSet:
 
     path: Path
     sha256: str
-    dingtalk: DingTalkConfig
+    dingtalk: DingTalkSettings
     rules: tuple[Rule, ...]
-    matcher: Matcher = field(repr=False)
+    matcher: Matcher[Rule] = field(repr=False)
     sources: Mapping[str, SourceSpec] = field(repr=False)
     catalogue: tuple[Mapping[str, Any], ...] = field(repr=False)
     # The text it was compiled from: `check` re-reads positions and examples from it, not the disk.

@@ -9,9 +9,10 @@ from __future__ import annotations
 import datetime
 import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import jsonschema
@@ -40,6 +41,19 @@ def load_schema() -> dict[str, Any]:
 
 
 @functools.cache
+def defaults(definition: str) -> Mapping[str, Any]:
+    """The `default` of every property of `$defs/<definition>` that has one: the single place
+    where rules.yaml's defaults are written."""
+    properties = load_schema()["$defs"][definition].get("properties", {})
+    return MappingProxyType({name: spec["default"] for name, spec in properties.items() if "default" in spec})
+
+
+def with_defaults(definition: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """`given` with the schema's defaults filled in for the keys it leaves out."""
+    return {**defaults(definition), **given}
+
+
+@functools.cache
 def _validator() -> jsonschema.Draft202012Validator:
     schema = load_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
@@ -57,17 +71,21 @@ def _leaves(errors: list[ValidationError]) -> Iterator[ValidationError]:
     """Condense anyOf/oneOf noise: report the branch meant for the value's own type (a list's
     items one by one), else the most relevant error, unless we explain the oneOf ourselves."""
     for error in errors:
-        hint = error.schema.get("description") if isinstance(error.schema, dict) else None
+        hint = _schema_of(error).get("description") if isinstance(error.schema, dict) else None
         if error.validator == "oneOf" and hint not in _ONE_OF_HINTS and error.context:
             yield from _leaves(_branch_for_type(error) or [best_match(error.context)])
         else:
             yield error
 
 
+def _schema_of(error: ValidationError) -> Mapping[str, Any]:
+    return error.schema if isinstance(error.schema, Mapping) else {}
+
+
 def _branch_for_type(error: ValidationError) -> list[ValidationError]:
     """The errors of the oneOf branch whose `type` is the instance's type (e.g. the array form)."""
     kind = _JSON_TYPES.get(type(error.instance))
-    branches = error.schema.get("oneOf", [])
+    branches = _schema_of(error).get("oneOf", [])
     for index, branch in enumerate(branches):
         resolved = _resolve(branch)
         if resolved.get("type") == kind:
@@ -99,7 +117,7 @@ def _describe(doc: YamlDocument, error: ValidationError, path: DataPath) -> str:
         return f"{where}{retyped}"
     if error.validator == "additionalProperties":
         extra = _unexpected_keys(error)
-        allowed = sorted(error.schema.get("properties", {}))
+        allowed = sorted(_schema_of(error).get("properties", {}))
         return f"{where}unknown key {extra[0]!r}; allowed keys: {', '.join(allowed)}"
     if error.validator == "oneOf":
         return where + _explain_one_of(error)
@@ -121,13 +139,13 @@ def _where(doc: YamlDocument, path: DataPath) -> str:
 
 
 def _unexpected_keys(error: ValidationError) -> list[str]:
-    known = error.schema.get("properties", {})
+    known = _schema_of(error).get("properties", {})
     instance = error.instance if isinstance(error.instance, dict) else {}
     return [key for key in instance if key not in known]
 
 
 def _explain_one_of(error: ValidationError) -> str:
-    keys = _ONE_OF_HINTS.get(error.schema.get("description", ""), ())
+    keys = _ONE_OF_HINTS.get(_schema_of(error).get("description", ""), ())
     instance = error.instance if isinstance(error.instance, dict) else {}
     present = [key for key in keys if key in instance]
     if not keys:

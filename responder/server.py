@@ -1,4 +1,4 @@
-"""Run the callback and admin apps: bind, signals, pid file and graceful shutdown.
+"""Run the callback and admin apps: bind, connection limits, signals, pid file, graceful shutdown.
 
 Only `responder serve` uses this; create_app stays free of process side effects so tests can
 build many apps. Order on SIGTERM/SIGINT: stop accepting, let in-flight requests finish, drain
@@ -11,35 +11,21 @@ import asyncio
 import logging
 import os
 import signal
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from responder import keys
 from responder.admin import create_admin_app
+from responder.guard import CappedSite, ConnectionCap, DescriptorAlarm, bind, connection_limit
+from responder.settings import Listen
 from responder.store import Reloader
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class Listen:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    admin_host: str = "127.0.0.1"
-    admin_port: int | None = 9180
-    pid_file: Path | None = None
-    shutdown_grace_s: float = 10.0
-    reload_endpoint: bool = False
-    reuse_port: bool = False
-    max_connections: int = 1024
-    # Idle keep-alive connections and requests whose headers never finish are closed after this.
-    keepalive_timeout_s: float = 15.0
-
-
 # Request-handling limits shared by production and the test client, so tests see what users get.
-HANDLER_OPTIONS = {
+HANDLER_OPTIONS: dict[str, Any] = {
     "auto_decompress": False,  # compressed bodies are refused, never inflated (no zip bombs)
     "max_headers": 64,
     "max_field_size": 8190,
@@ -61,8 +47,8 @@ class EarlySignals:
 
 async def run(app: web.Application, listen: Listen, early: EarlySignals) -> int:
     loop = asyncio.get_running_loop()
-    store = app[keys.STORE]
-    reloader = Reloader(store)
+    DescriptorAlarm().install(loop)
+    reloader = Reloader(app[keys.STORE])
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGHUP, reloader.request)
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -75,7 +61,7 @@ async def run(app: web.Application, listen: Listen, early: EarlySignals) -> int:
         _write_pid(listen.pid_file)
         await stop.wait()
         app[keys.READINESS]["shutting_down"] = lambda: False
-        log.info("shutdown_started pending_replies=%d", app[keys.DISPATCHER].pending)
+        log.info("shutdown_started pending_replies=%d", app[keys.PIPELINE].pending)
     finally:
         for runner in runners:
             await runner.cleanup()
@@ -87,37 +73,52 @@ async def run(app: web.Application, listen: Listen, early: EarlySignals) -> int:
     return 0
 
 
-async def _start(app: web.Application, listen: Listen, reloader: Reloader) -> list[web.AppRunner]:
-    runner = web.AppRunner(
-        app, handle_signals=False, shutdown_timeout=listen.shutdown_grace_s, access_log=None
+def callback_runner(app: web.Application, listen: Listen) -> web.AppRunner:
+    """The callback port's runner, with the limits production applies (tests build it too)."""
+    return web.AppRunner(
+        app,
+        handle_signals=False,
+        shutdown_timeout=app[keys.OPTIONS].shutdown_grace_s,
+        access_log=None,
+        # Closes idle keep-alive connections and those whose headers never finish (aiohttp's own
+        # default is an hour): its timer starts when a connection opens or a response ends.
+        keepalive_timeout=listen.keepalive_timeout_s,
+        **HANDLER_OPTIONS,
     )
+
+
+async def _start(app: web.Application, listen: Listen, reloader: Reloader) -> list[web.AppRunner]:
+    runner = callback_runner(app, listen)
     await runner.setup()
-    site = web.TCPSite(runner, listen.host, listen.port, reuse_port=listen.reuse_port or None)
+    cap = ConnectionCap(connection_limit(listen.max_connections))
+    site = CappedSite(runner, bind(listen.host, listen.port), cap)
     await site.start()
     runners = [runner]
     admin_url = "off"
     if listen.admin_port is not None:
         admin = create_admin_app(app, reloader if listen.reload_endpoint else None)
-        admin_runner = web.AppRunner(admin, handle_signals=False, access_log=None)
+        admin_runner = web.AppRunner(
+            admin, handle_signals=False, access_log=None, keepalive_timeout=listen.keepalive_timeout_s
+        )
         await admin_runner.setup()
         admin_site = web.TCPSite(admin_runner, listen.admin_host, listen.admin_port)
         await admin_site.start()
         runners.insert(0, admin_runner)
         admin_url = _url(admin_site)
     log.info(
-        "listening url=%s admin=%s callback_path=%s pid=%d",
-        _url(site),
+        "listening url=%s admin=%s callback_path=%s max_connections=%d keepalive_timeout_s=%g pid=%d",
+        site.name,
         admin_url,
-        app[keys.STORE].current.dingtalk.callback_path,
+        app[keys.STORE].running.callback_path,
+        cap.limit,
+        listen.keepalive_timeout_s,
         os.getpid(),
     )
     return runners
 
 
-def _url(site: web.BaseSite) -> str:
-    if isinstance(site, web.TCPSite):
-        return f"http://{site.name.split('://', 1)[1].rsplit(':', 1)[0]}:{site.port}"
-    return site.name
+def _url(site: web.TCPSite) -> str:
+    return f"http://{site.name.split('://', 1)[1].rsplit(':', 1)[0]}:{site.port}"
 
 
 def _write_pid(path: Path | None) -> None:

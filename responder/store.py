@@ -21,6 +21,7 @@ from responder.rules import Problem, RulesError, RuleSet
 log = logging.getLogger(__name__)
 
 Loader = Callable[[Path, Mapping[str, str]], RuleSet]
+Subscriber = Callable[[RuleSet], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,8 @@ class ReloadStatus:
     last_duration_s: float = 0.0
     last_error: str = ""
     problems: tuple[Problem, ...] = field(default=(), repr=False)
+    # Restart-only settings (dingtalk.callback_path, mode, …) the live file changed: not applied.
+    restart_required: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -49,6 +52,7 @@ class ReloadStatus:
             "last_success_at": self.last_success_at,
             "last_reload_duration_s": round(self.last_duration_s, 6),
             "last_error": self.last_error or None,
+            "restart_required": list(self.restart_required),
             "problems": [
                 {"file": p.file, "line": p.line, "column": p.column, "message": p.message}
                 for p in self.problems
@@ -57,6 +61,12 @@ class ReloadStatus:
 
 
 class RuleStore:
+    """The live snapshot, its reload status, and who to tell when it changes.
+
+    `running` is the restart-only part of the settings the process started with; it never
+    changes. A reload that changes it applies everything else and reports `restart_required`.
+    """
+
     def __init__(
         self,
         ruleset: RuleSet,
@@ -67,6 +77,8 @@ class RuleStore:
         metrics: Metrics | None = None,
     ) -> None:
         self.current = ruleset
+        self.running = ruleset.dingtalk.connection
+        self._subscribers: list[Subscriber] = []
         self._environ = environ
         self._loader = loader
         self._clock = clock
@@ -79,6 +91,10 @@ class RuleStore:
     @property
     def path(self) -> Path:
         return self.current.path
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """Call `subscriber(new)` after every swap to a new snapshot (caches prune, for example)."""
+        self._subscribers.append(subscriber)
 
     def attach_metrics(self, metrics: Metrics) -> None:
         self._metrics = metrics
@@ -124,9 +140,25 @@ class RuleStore:
         self.current = new
         generation = old.generation + 1
         log.info("rules_reloaded generation=%d rules=%d sha256=%.12s", generation, len(new.rules), new.sha256)
+        restart_required = new.dingtalk.connection.changed_fields(self.running)
+        if restart_required:
+            log.warning("restart_required fields=%s", ",".join(restart_required))
+        self._notify(new)
         return replace(
-            ok, generation=generation, sha256=new.sha256, rules=len(new.rules), loaded_at=attempted
+            ok,
+            generation=generation,
+            sha256=new.sha256,
+            rules=len(new.rules),
+            loaded_at=attempted,
+            restart_required=restart_required,
         )
+
+    def _notify(self, new: RuleSet) -> None:
+        for subscriber in self._subscribers:
+            try:
+                subscriber(new)
+            except Exception:  # one subscriber's bug must not undo the swap or skip the others
+                log.exception("reload_subscriber_failed subscriber=%r", subscriber)
 
     def _publish(self) -> None:
         metrics, status = self._metrics, self.status
@@ -135,6 +167,7 @@ class RuleStore:
         metrics.reload_successful.set(1 if status.last_ok else 0)
         metrics.reload_success_timestamp.set(status.last_success_at)
         metrics.rules_loaded.set(status.rules)
+        metrics.restart_required.set(1 if status.restart_required else 0)
         metrics.rules_info.clear()
         metrics.rules_info.labels(status.sha256, str(status.generation)).set(1)
 

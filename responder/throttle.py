@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from responder.settings import DEFAULT_MAX_PENDING, DINGTALK_SENDS_PER_MINUTE, DINGTALK_WINDOW_S
+
 if TYPE_CHECKING:
     from responder.dingtalk import Message
 
@@ -26,11 +28,7 @@ Sleep = Callable[[float], Awaitable[object]]
 
 PER_VALUES = ("sender", "conversation", "global")
 DEFAULT_MAX_KEYS = 100_000
-# DingTalk: 20 messages a minute, else errcode 130101 and the robot is throttled for 10 minutes
-# (dingtalk-protocol.md section 5). One extra second absorbs clock and network jitter.
-DINGTALK_SENDS_PER_MINUTE = 20
-DINGTALK_WINDOW_S = 61.0
-DINGTALK_THROTTLE_S = 600.0
+DINGTALK_THROTTLE_S = 600.0  # how long DingTalk throttles a robot after errcode 130101
 # A reply queued longer than this is stale, and its waiter would hold an overload-gate slot.
 DEFAULT_MAX_WAIT_S = 120.0
 
@@ -172,7 +170,8 @@ class OutboundBudget:
         return len(self._lanes)
 
     async def acquire(self, conversation_id: str, deadline: float) -> bool:
-        """Wait for a send slot; False at once if it would come after `deadline` (clock units).
+        """Wait for a send slot; False at once if it is not free now and would come after
+        `deadline` (clock units), so a deadline of now means "only if there is no wait".
 
         Never waits longer than `max_wait_s`. Cancelling the wait gives the slot back.
         """
@@ -183,7 +182,7 @@ class OutboundBudget:
             if lane is None:
                 return False
             at = self._next_slot(lane, now)
-            if at > deadline:
+            if at > max(deadline, now):  # the deadline bounds waiting; a free slot is taken
                 return False
             lane.sends.append(at)
             if at <= now:
@@ -277,7 +276,7 @@ def monotonic_deadline(expires_ms: int, now_ms: int, now: float, margin_s: float
 class Gate:
     """A non-blocking limit on work in progress: admit or refuse at once, never queue."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int = DEFAULT_MAX_PENDING) -> None:
         if limit < 1:
             raise ValueError("limit must be positive")
         self.limit = limit

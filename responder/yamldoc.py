@@ -44,7 +44,7 @@ class YamlError(Exception):
         self.problems = problems
 
 
-_CParser = getattr(getattr(yaml, "_yaml", None), "CParser", None)
+_CParser: type[Any] | None = getattr(getattr(yaml, "_yaml", None), "CParser", None)
 
 if _CParser is not None:
 
@@ -52,7 +52,7 @@ if _CParser is not None:
         """libyaml scans and parses about 4x faster than PyYAML's pure-Python parser."""
 
         def __init__(self, text: str) -> None:
-            _CParser.__init__(self, text)
+            super().__init__(text)
 
 else:  # a PyYAML built without libyaml
 
@@ -75,14 +75,14 @@ class _StrictLoader(Composer, _Events, SafeConstructor, Resolver):
         SafeConstructor.__init__(self)
         Resolver.__init__(self)
 
-    def compose_node(self, parent: Node | None, index: object) -> Node | None:  # type: ignore[override]
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
         event = self.peek_event()
         if isinstance(event, AliasEvent):
             raise YamlError([_problem(event.start_mark, "aliases (*name) are not allowed")])
         anchor = getattr(event, "anchor", None)
         if anchor is not None:
             raise YamlError([_problem(event.start_mark, "anchors (&name) are not allowed")])
-        return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        return super().compose_node(parent, index)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +192,7 @@ def _position(mark: yaml.Mark) -> Position:
     return Position(mark.line + 1, mark.column + 1)
 
 
-def _problem(mark: yaml.Mark | None, message: str) -> YamlProblem:
+def _problem(mark: Any, message: str) -> YamlProblem:  # yaml.Mark, or libyaml's own Mark
     return YamlProblem(_position(mark) if mark else Position(1, 1), message)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import datetime
 import json
 import textwrap
 import time
@@ -17,10 +18,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from responder import dingtalk, keys
+from responder.answer import Fixtures
 from responder.app import create_app
 from responder.loader import load_rules
-from responder.options import AppOptions
+from responder.pipeline import Handled, answer_once, local_now
+from responder.rules import RuleSet
 from responder.server import HANDLER_OPTIONS
+from responder.settings import AppOptions
 from responder.store import RuleStore
 
 SECRET = "test-app-secret-not-real"
@@ -166,5 +170,13 @@ def make_client(aiohttp_client: Callable[..., Awaitable[TestClient]]) -> ClientF
     return make
 
 
-def dispatcher(client: TestClient) -> Any:
-    return client.app[keys.DISPATCHER]
+async def offline(
+    message: dingtalk.Message, ruleset: RuleSet, now: Callable[[], datetime.datetime] = local_now
+) -> Handled:
+    """Answer `message` the way `responder try --offline` does: the real pipeline, fixtures for sources."""
+    handled, _ = await answer_once(message, ruleset, Fixtures(), now=now)
+    return handled
+
+
+def pipeline(client: TestClient) -> Any:
+    return client.app[keys.PIPELINE]

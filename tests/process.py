@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import resource
 import signal
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,12 @@ class ServerProcess:
 
     @classmethod
     async def start(
-        cls, config: Path, *extra: str, environ: dict[str, str] | None = None, wait: bool = True
+        cls,
+        config: Path,
+        *extra: str,
+        environ: dict[str, str] | None = None,
+        wait: bool = True,
+        max_open_files: int | None = None,
     ) -> ServerProcess:
         env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", **(environ or {})}
         proc = await asyncio.create_subprocess_exec(
@@ -48,6 +55,7 @@ class ServerProcess:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             env=env,
+            preexec_fn=None if max_open_files is None else partial(_limit_open_files, max_open_files),
         )
         server = cls(proc)
         if wait:
@@ -67,6 +75,12 @@ class ServerProcess:
     def stop_reading(self) -> None:
         """Leave stderr unread from now on, like a stuck log collector: the pipe fills up."""
         self._reader.cancel()
+
+    def _resume_reading(self) -> None:
+        """Drain stderr again (discarding it): asyncio's wait() only returns once it hits EOF."""
+        if self._reader.cancelled():
+            assert self.proc.stderr is not None
+            self._reader = asyncio.get_running_loop().create_task(self.proc.stderr.read())
 
     @property
     def output(self) -> str:
@@ -90,6 +104,7 @@ class ServerProcess:
 
     async def exited(self, timeout: float = 15.0) -> int:
         """Wait for the process to end by itself."""
+        self._resume_reading()
         async with asyncio.timeout(timeout):
             code = await self.proc.wait()
         await asyncio.gather(self._reader, return_exceptions=True)
@@ -98,6 +113,7 @@ class ServerProcess:
     async def stop(self, timeout: float = 15.0) -> int:
         if self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)
+        self._resume_reading()
         try:
             async with asyncio.timeout(timeout):
                 code = await self.proc.wait()
@@ -135,6 +151,11 @@ class ServerProcess:
             if time.monotonic() > deadline:
                 raise AssertionError(f"status never matched: {status}\n{self.output}")
             await asyncio.sleep(0.02)  # polling interval under a deadline, not synchronisation
+
+
+def _limit_open_files(limit: int) -> None:
+    """In the child, before exec: the `ulimit -n` a small container or systemd unit might set."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
 
 def metric(text: str, name: str) -> float | None:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from responder.admin import _is_loopback, create_admin_app
+from responder.admin import create_admin_app
 from responder.app import create_app
 from responder.loader import load_rules
+from responder.loopback import is_loopback
 from responder.store import Reloader, RuleStore
 from tests.conftest import SECRET, RulesWriter
 
@@ -79,5 +80,5 @@ async def test_metrics_and_readiness(aiohttp_client, rules_path: Path) -> None: 
 
 
 def test_reload_is_refused_to_other_hosts() -> None:
-    assert _is_loopback("127.0.0.1") and _is_loopback("::1")
-    assert not _is_loopback("10.0.0.5") and not _is_loopback(None) and not _is_loopback("unix")
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("[::1]")
+    assert not is_loopback("10.0.0.5") and not is_loopback(None) and not is_loopback("unix")

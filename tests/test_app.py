@@ -21,7 +21,7 @@ from tests.conftest import (
     RulesWriter,
     Sink,
     callback_body,
-    dispatcher,
+    pipeline,
     signed_headers,
 )
 
@@ -288,7 +288,7 @@ async def test_non_text_without_a_rule_is_silent(
     caplog.set_level(logging.INFO)
     response = await post(client, callback_body(None, webhook=sink.webhook(), msgtype="picture", content={}))
     assert response.status == 200
-    await dispatcher(client).wait_idle()
+    await pipeline(client).wait_idle()
     assert sink.count == 0
     assert "reply_skipped" in caplog.text and "non-text" in caplog.text
 
@@ -348,7 +348,7 @@ async def test_bad_signatures_get_401_and_nothing_is_sent(
         "reason": "missing or invalid timestamp/sign headers",
     }
     assert f"auth_rejected reason={reason}" in caplog.text
-    await dispatcher(client).wait_idle()
+    await pipeline(client).wait_idle()
     assert sink.count == 0
     exposition = client.app[keys.METRICS].exposition().decode()
     assert f'responder_auth_failures_total{{reason="{reason}"}} 1.0' in exposition
@@ -489,7 +489,7 @@ async def test_webhook_outside_the_allow_list_is_never_contacted(
         client, callback_body("echo", webhook=webhook) | ({} if webhook else {"sessionWebhook": ""})
     )
     assert response.status == 200
-    await dispatcher(client).wait_idle()
+    await pipeline(client).wait_idle()
     assert (sink.count, trap.count) == (0, 0)
     assert f"webhook_{reason}" in caplog.text
     assert "session=abc" not in caplog.text
@@ -501,7 +501,7 @@ async def test_expired_webhook_is_not_contacted(
     client = await make_client(rules_path)
     body = callback_body("echo", webhook=sink.webhook(), sessionWebhookExpiredTime=1_600_000_000_000)
     assert (await post(client, body)).status == 200
-    await dispatcher(client).wait_idle()
+    await pipeline(client).wait_idle()
     assert sink.count == 0
     assert "webhook_expired" in caplog.text
 
@@ -512,7 +512,7 @@ async def test_errcode_in_a_200_answer_counts_as_dropped(
     sink.answer = {"errcode": 300001, "errmsg": "session 不存在"}
     client = await make_client(rules_path)
     await roundtrip(client, sink, "echo")
-    await dispatcher(client).wait_idle()
+    await pipeline(client).wait_idle()
     assert "reply_dropped" in caplog.text and "errcode_300001" in caplog.text
 
 
@@ -529,7 +529,7 @@ async def test_reply_in_the_response_body(
     response = await post(client, callback_body("card", webhook=sink.webhook()))
     assert response.status == 200
     assert await response.json() == EXPECTED["card"]
-    await dispatcher(client).wait_idle()
+    await pipeline(client).wait_idle()
     assert sink.count == 0
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from responder import bot
+from responder.answer import RENDER_FAILED_TEXT
 from responder.cli import main
 from responder.dingtalk import verify_signature
 
@@ -141,7 +141,7 @@ def test_try_reports_render_failure_and_prints_graceful_reply(
     capsys: pytest.CaptureFixture[str], rules: Path
 ) -> None:
     body, err = try_json(capsys, rules, "broken")
-    assert body == {"msgtype": "text", "text": {"content": bot.RENDER_FAILED_TEXT}}
+    assert body == {"msgtype": "text", "text": {"content": RENDER_FAILED_TEXT}}
     assert err.startswith("rule: broken (render failed: ")
     assert "'nope' is undefined" in err
 

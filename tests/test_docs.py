@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from responder import schema
 from responder.schema import load_schema
 from tests.conftest import REPO
 
@@ -58,3 +60,37 @@ def test_every_cli_option_is_in_the_readme(command: str) -> None:
     ).stdout
     for option in set(re.findall(r"(--[a-z][a-z-]+)", usage)) - {"--help"}:
         assert option in README, f"responder {command} {option} is not documented in README.md"
+
+
+def _readme_table_defaults(section: str) -> dict[str, str]:
+    """`key -> default` from the README's reference table of `section` (first two columns)."""
+    table = README.split(f"### `{section}`", 1)[1].split("\n\n", 2)[1]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        for key in re.findall(r"`([a-z_]+)`", cells[0]):
+            rows[key] = cells[1]
+    return rows
+
+
+@pytest.mark.parametrize("section", ["dingtalk", "defaults"])
+def test_the_readme_states_the_schemas_defaults(section: str) -> None:
+    documented = _readme_table_defaults(section)
+    schema_defaults = schema.defaults(section)
+    assert schema_defaults, section
+    for key, default in schema_defaults.items():
+        shown = documented[key].strip("`")
+        try:
+            value = json.loads(shown)
+        except ValueError:
+            value = shown  # a bare string such as /dingtalk/callback
+        assert value == default, f"README: {section}.{key} defaults to {shown}; schema: {default!r}"
+
+
+def test_no_module_repeats_a_rules_yaml_default() -> None:
+    """rules.yaml defaults are written once, in the schema; code reads them from there."""
+    literals = ['"/dingtalk/callback"', '"https://api.dingtalk.com"', '"https://oapi.dingtalk.com"']
+    for path in (REPO / "responder").rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        for literal in literals:
+            assert literal not in text, f"{path.relative_to(REPO)} repeats the default {literal}"

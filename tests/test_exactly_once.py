@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from responder import keys
-from tests.conftest import ClientFactory, RulesWriter, Sink, callback_body, dispatcher, signed_headers
+from tests.conftest import ClientFactory, RulesWriter, Sink, callback_body, pipeline, signed_headers
 
 RULES = """
 dingtalk:
@@ -68,9 +68,9 @@ async def test_a_redelivered_message_is_answered_once(
     client = await make_client(rules_path)
     body = callback_body("echo", webhook=sink.webhook())
     assert await post(client, body) == 200
-    await dispatcher(client).wait_idle()
+    await pipeline(client).wait_idle()
     assert await post(client, body) == 200  # DingTalk's redelivery, about a minute later
-    await dispatcher(client).wait_idle()
+    await pipeline(client).wait_idle()
     assert sink.count == 1
     assert outcomes(caplog) == ["sent", "skipped"]
     assert "duplicate_done" in caplog.text
@@ -87,7 +87,7 @@ async def test_a_duplicate_of_a_message_in_flight_is_skipped(
     await asyncio.wait_for(sink.arrived.wait(), 5)
     assert await post(client, body) == 200
     release.set()
-    await dispatcher(client).wait_idle()
+    await pipeline(client).wait_idle()
     assert sink.count == 1
     assert sorted(outcomes(caplog)) == ["sent", "skipped"]
     assert "duplicate_in_flight" in caplog.text
@@ -101,10 +101,10 @@ async def test_a_failed_delivery_lets_the_redelivery_try_again(
     client = await make_client(rules_path)
     body = callback_body("echo", webhook=sink.webhook())
     assert await post(client, body) == 200
-    await dispatcher(client).wait_idle()
+    await pipeline(client).wait_idle()
     sink.hold = None
     assert await post(client, body) == 200
-    await dispatcher(client).wait_idle()
+    await pipeline(client).wait_idle()
     assert outcomes(caplog) == ["dropped", "sent"]
     assert "reason='timeout'" in caplog.text
 
@@ -115,12 +115,12 @@ async def test_cooldown_per_sender_answers_then_says_slow_down_once(
     client = await make_client(rules_path)
     for _ in range(5):
         assert await post(client, callback_body("ip", webhook=sink.webhook())) == 200
-        await dispatcher(client).wait_idle()
+        await pipeline(client).wait_idle()
     texts = [(await sink.next())["json"]["text"]["content"] for _ in range(sink.count)]
     assert texts == ["@user123 203.0.113.7", "@user123 203.0.113.7", "@user123 Slow down, please."]
     # Another sender has a counter of their own.
     await post(client, callback_body("ip", webhook=sink.webhook(), senderStaffId="other"))
-    await dispatcher(client).wait_idle()
+    await pipeline(client).wait_idle()
     assert (await sink.next())["json"]["text"]["content"] == "@other 203.0.113.7"
 
 
@@ -139,7 +139,7 @@ async def test_cooldown_without_reply_is_silent(
     client = await make_client(rules_path)
     await post(client, callback_body(word, webhook=sink.webhook()))
     await post(client, callback_body(word, webhook=sink.webhook(), **second_fields))
-    await dispatcher(client).wait_idle()
+    await pipeline(client).wait_idle()
     assert sink.count == 1
     assert sorted(outcomes(caplog)) == ["sent", "skipped"]
     assert "reason='cooldown'" in caplog.text
@@ -154,7 +154,7 @@ async def test_outbound_budget_per_conversation_drops_what_cannot_be_sent_in_tim
     for _ in range(5):
         await post(client, callback_body("echo", webhook=sink.webhook(), sessionWebhookExpiredTime=soon))
     await post(client, callback_body("echo", webhook=sink.webhook(), conversationId="cidOTHER"))
-    await dispatcher(client).wait_idle()
+    await pipeline(client).wait_idle()
     assert sink.count == 4  # 3 in the busy conversation, 1 in the other
     assert outcomes(caplog).count("dropped") == 2
     assert caplog.text.count("reason='rate_limited'") == 2
@@ -168,9 +168,9 @@ async def test_errcode_130101_backs_the_conversation_off(
     client = await make_client(rules_path)
     soon = int(time.time() * 1000) + 30_000
     await post(client, callback_body("echo", webhook=sink.webhook(), sessionWebhookExpiredTime=soon))
-    await dispatcher(client).wait_idle()
+    await pipeline(client).wait_idle()
     await post(client, callback_body("echo", webhook=sink.webhook(), sessionWebhookExpiredTime=soon))
-    await dispatcher(client).wait_idle()
+    await pipeline(client).wait_idle()
     assert sink.count == 1  # the second reply is not even attempted during the backoff
     assert "errcode_130101" in caplog.text and "reason='rate_limited'" in caplog.text
     assert "outbound_backoff_started" in caplog.text
@@ -192,9 +192,9 @@ async def test_overload_answers_503_and_claims_nothing(
     assert response.status == 503
     assert (await response.json())["error"] == "overloaded"
     release.set()
-    await dispatcher(client).wait_idle()
+    await pipeline(client).wait_idle()
     assert await post(client, refused) == 200  # DingTalk's redelivery is answered, once there is room
-    await dispatcher(client).wait_idle()
+    await pipeline(client).wait_idle()
     assert sink.count == 3
     assert "reason='overloaded'" in caplog.text
     assert (await client.get("/-/healthy")).status == 200
@@ -244,7 +244,7 @@ async def test_every_accepted_message_ends_exactly_once_under_faults(
     ]
     for _ in range(3):  # DingTalk redelivers everything, three times over
         await asyncio.gather(*(post(client, body) for body in bodies))
-        await dispatcher(client).wait_idle()
+        await pipeline(client).wait_idle()
     accepted = len(outcomes(caplog))
     assert accepted == 120
     counts = {o: outcomes(caplog).count(o) for o in ("sent", "skipped", "dropped")}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gzip
 import json
 from collections.abc import AsyncIterator
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from responder.guard import CappedSite, ConnectionCap, bind
+from responder.guard import CappedSite, ConnectionCap, DescriptorAlarm, bind
 from tests.conftest import ClientFactory, RulesWriter, Sink, signed_headers
 
 RULES = """
@@ -115,3 +116,33 @@ async def test_idle_and_half_sent_connections_are_closed(
     writer.close()
     while cap.open:  # the slot is given back
         await asyncio.sleep(0.01)
+
+
+def test_running_out_of_descriptors_is_one_line_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    alarm = DescriptorAlarm(interval_s=10, clock=lambda: now[0])
+    loop = asyncio.new_event_loop()
+    try:
+        for _ in range(1000):  # what a flood of accepts looks like to asyncio
+            alarm.handle(
+                loop, {"message": "socket.accept() out of system resource", "exception": OSError(24, "x")}
+            )
+        now[0] = 11
+        alarm.handle(loop, {"message": "again", "exception": OSError(errno.EMFILE, "Too many open files")})
+    finally:
+        loop.close()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "descriptors_exhausted error=EMFILE repeats=0 (new connections wait until some close)",
+        "descriptors_exhausted error=EMFILE repeats=999 (new connections wait until some close)",
+    ]
+    assert "Traceback" not in caplog.text
+
+
+def test_other_loop_errors_still_reach_the_default_handler(caplog: pytest.LogCaptureFixture) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        DescriptorAlarm().handle(loop, {"message": "something else", "exception": ValueError("boom")})
+    finally:
+        loop.close()
+    assert "something else" in caplog.text

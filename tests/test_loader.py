@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from responder.loader import load_rules
-from responder.rules import DingTalkConfig, RulesError, RuleSet
+from responder.rules import RulesError, RuleSet
+from responder.settings import Connection, Policy
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "s3cr3t-app-secret-value"
@@ -63,7 +64,7 @@ def problems_of(path: Path, environ: dict[str, str] | None = None) -> list[str]:
 def test_bundled_rules_load() -> None:
     ruleset = load_rules(ROOT / "rules.yaml", {})
     assert [r.name for r in ruleset.rules] == ["ip", "help", "about", "unknown", "not-text"]
-    assert ruleset.dingtalk.app_secrets == ()
+    assert ruleset.dingtalk.policy.app_secrets == ()
     assert ruleset.path == ROOT / "rules.yaml"
 
 
@@ -73,7 +74,7 @@ def test_ruleset_and_its_parts_cannot_be_changed(tmp_path: Path) -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         ruleset.rules = ()  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
-        ruleset.dingtalk.app_secrets = ()  # type: ignore[misc]
+        ruleset.dingtalk.policy.app_secrets = ()  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
         rule.priority = 99  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -81,7 +82,7 @@ def test_ruleset_and_its_parts_cannot_be_changed(tmp_path: Path) -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         rule.reply.msgtype = "markdown"  # type: ignore[misc]
     assert isinstance(ruleset.rules, tuple)
-    assert isinstance(ruleset.dingtalk.app_secrets, tuple)
+    assert isinstance(ruleset.dingtalk.policy.app_secrets, tuple)
 
 
 def test_ruleset_mappings_are_read_only() -> None:
@@ -108,16 +109,16 @@ def test_rule_remembers_its_line(tmp_path: Path) -> None:
 
 def test_env_references_defaults_and_lists(tmp_path: Path) -> None:
     ruleset = load_text(tmp_path, _SECRETS, {"APP_SECRET": SECRET, "CLIENT_SECRET": CLIENT_SECRET})
-    assert ruleset.dingtalk.app_secrets == (SECRET,)  # the empty default drops out
-    assert ruleset.dingtalk.client_id == "ding-client"
-    assert ruleset.dingtalk.client_secret == CLIENT_SECRET
+    assert ruleset.dingtalk.policy.app_secrets == (SECRET,)  # the empty default drops out
+    assert ruleset.dingtalk.connection.client_id == "ding-client"
+    assert ruleset.dingtalk.connection.client_secret == CLIENT_SECRET
 
 
 def test_env_default_is_ignored_when_variable_is_set(tmp_path: Path) -> None:
     environ = {"APP_SECRET": SECRET, "OLD_SECRET": "old", "CLIENT_ID": "id-from-env", "CLIENT_SECRET": "c"}
     ruleset = load_text(tmp_path, _SECRETS, environ)
-    assert ruleset.dingtalk.app_secrets == (SECRET, "old")
-    assert ruleset.dingtalk.client_id == "id-from-env"
+    assert ruleset.dingtalk.policy.app_secrets == (SECRET, "old")
+    assert ruleset.dingtalk.connection.client_id == "id-from-env"
 
 
 @pytest.mark.parametrize(
@@ -138,7 +139,7 @@ def test_env_default_is_ignored_when_variable_is_set(tmp_path: Path) -> None:
 def test_env_interpolation_forms(tmp_path: Path, written: str, expected: str) -> None:
     text = f"dingtalk:\n  client_id: '{written}'\nrules: []\n"
     ruleset = load_text(tmp_path, text, {"X": "x-value", "NESTED": "${X}", "EMPTY": ""})
-    assert ruleset.dingtalk.client_id == expected
+    assert ruleset.dingtalk.connection.client_id == expected
 
 
 def test_env_references_in_templates_are_left_alone(tmp_path: Path) -> None:
@@ -163,10 +164,11 @@ def test_secrets_do_not_appear_in_repr(tmp_path: Path) -> None:
     assert "client_id='ding-client'" in repr(ruleset.dingtalk)
 
 
-def test_default_dingtalk_config_repr_hides_secrets() -> None:
-    config = DingTalkConfig(app_secrets=(SECRET,), client_secret=CLIENT_SECRET)
-    assert SECRET not in repr(config)
-    assert CLIENT_SECRET not in repr(config)
+def test_settings_reprs_hide_secrets() -> None:
+    policy = Policy((SECRET,), "session_webhook", ("https://oapi.dingtalk.com",), 3_600_000, 5.0)
+    connection = Connection("/dingtalk/callback", "stream", "ding-client", CLIENT_SECRET, "https://x")
+    assert SECRET not in repr(policy)
+    assert CLIENT_SECRET not in repr(connection)
 
 
 def test_source_secrets_do_not_appear_in_repr(tmp_path: Path) -> None:

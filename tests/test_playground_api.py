@@ -13,10 +13,11 @@ from aiohttp.test_utils import TestClient
 from responder import keys
 from responder.app import create_app
 from responder.loader import load_rules
-from responder.options import AppOptions
 from responder.playground import CONTENT_SECURITY_POLICY, PlaygroundRefused, add_playground
 from responder.playground.api import MAX_BODY_BYTES, MAX_NAME_CHARS, MAX_TEXT_CHARS
+from responder.settings import AppOptions
 from responder.store import RuleStore
+from tests.conftest import callback_body
 
 BUNDLED_RULES = Path(__file__).resolve().parent.parent / "rules.yaml"
 TRY = "/-/playground/api/try"
@@ -247,3 +248,30 @@ async def test_oversize_body_is_refused(client: TestClient) -> None:
 async def test_non_json_content_type_is_refused(client: TestClient) -> None:
     response = await client.post(TRY, data=b'{"text":"ip"}', headers={"Content-Type": "text/plain"})
     assert response.status == 415
+
+
+COOLDOWN_RULES = """
+dingtalk:
+  reply: response
+rules:
+  - name: ip
+    keywords: [ip]
+    cooldown: {per: global, seconds: 600, max: 2}
+    msgtype: text
+    body: "203.0.113.7"
+"""
+
+
+async def test_playground_shows_a_cooldown_like_a_group_but_keeps_its_own_counters(
+    tmp_path: Path, aiohttp_client: Any
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(COOLDOWN_RULES, encoding="utf-8")
+    client = await aiohttp_client(playground_app(rules))
+    tries = [await try_text(client, text="ip") for _ in range(3)]
+    assert [t["outcome"] for t in tries] == ["sent", "sent", "skipped"]
+    assert (tries[2]["reason"], tries[2]["reply"]) == ("cooldown", None)
+    # The real pipeline's cooldown was never touched: a group still gets both its answers.
+    for _ in range(2):
+        response = await client.post("/dingtalk/callback", json=callback_body("ip"))
+        assert (await response.json())["text"]["content"] == "@user123 203.0.113.7"

@@ -18,8 +18,8 @@ from playwright.async_api import async_playwright
 
 from responder.app import create_app
 from responder.loader import load_rules
-from responder.options import AppOptions
 from responder.playground import add_playground
+from responder.settings import AppOptions
 from responder.store import RuleStore
 
 pytestmark = pytest.mark.browser

@@ -19,12 +19,11 @@ from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 
-from responder import bot
 from responder.dingtalk import MAX_REPLY_BYTES, Message, dumps, encode_reply, offline_message
 from responder.loader import load_rules
 from responder.matching import Matcher, normalise
 from responder.rules import RuleSet
-from tests.conftest import ClientFactory, RulesWriter, Sink, callback_body, signed_headers
+from tests.conftest import ClientFactory, RulesWriter, Sink, callback_body, offline, signed_headers
 
 FAST = settings(max_examples=150, deadline=None)
 HTTP = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -541,7 +540,7 @@ async def test_any_text_and_nick_give_a_reply_that_fits_and_echoes_them_literall
 ) -> None:
     said = f"{command} {text}" if command else text
     msg = message(said, nick=nick, staff_id=staff_id, group=group)
-    outcome = await bot.answer(msg, echo_rules, None)
+    outcome = await offline(msg, echo_rules)
     assert outcome.reply is not None
     encoded = dumps(encode_reply(outcome.reply))
     assert len(encoded) <= MAX_REPLY_BYTES
@@ -582,7 +581,7 @@ async def test_a_url_that_echoes_a_long_message_still_fits(rules_dir: Path) -> N
         "rules:\n  - name: search\n    command: [search]\n    msgtype: link\n    title: Search\n"
         '    body: "Results"\n    url: "https://www.baidu.com/s?wd={{ args_text | urlencode }}"\n',
     )
-    outcome = await bot.answer(message("search " + "a" * 30_000), ruleset, None)
+    outcome = await offline(message("search " + "a" * 30_000), ruleset)
     assert outcome.reply is not None
     assert len(dumps(encode_reply(outcome.reply))) <= MAX_REPLY_BYTES  # actual: 30,094 bytes
 

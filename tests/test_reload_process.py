@@ -310,3 +310,31 @@ async def test_a_stuck_log_reader_does_not_stop_replies(
             assert (await sink.next(10))["json"]["text"]["content"] == "v1"
     finally:
         assert await server.stop(timeout=30) == 0
+
+
+async def test_a_reload_that_changes_a_restart_only_setting_applies_the_rest_and_says_so(
+    write_rules: RulesWriter, sink: Sink, session: aiohttp.ClientSession
+) -> None:
+    path = write_rules(rules_text(sink.origin, "v1"))
+    server = await ServerProcess.start(path, environ=ENV)
+    try:
+        moved = rules_text(sink.origin, "v2").replace("dingtalk:\n", "dingtalk:\n  callback_path: /moved\n")
+        path.write_text(moved)
+        status = await server.reload_and_wait(session)
+        assert (status["last_reload_ok"], status["generation"]) == (True, 2)
+        assert status["restart_required"] == ["callback_path"]
+        _, exposition = await server.get(session, "/metrics")
+        assert metric(exposition, "responder_restart_required") == 1
+        await server.wait_for_line("restart_required fields=callback_path")
+        # Everything else applied; the callback keeps its start-up path until a restart.
+        assert await ask(session, server, sink, "version") == "v2"
+        async with session.post(server.url + "/moved", data=b"{}", headers=signed_headers()) as response:
+            assert response.status == 404
+
+        path.write_text(rules_text(sink.origin, "v3"))  # back to what the process runs with
+        status = await server.reload_and_wait(session)
+        assert status["restart_required"] == []
+        _, exposition = await server.get(session, "/metrics")
+        assert metric(exposition, "responder_restart_required") == 0
+    finally:
+        assert await server.stop() == 0

@@ -1,6 +1,6 @@
 """From a matched rule to the reply JSON: the five message types in the protocol sheet's exact shape
 (section 4), @-mentioning the sender, the Jinja2 sandbox, graceful render failures, the 20,000-byte
-limit and the generated help. Rules are loaded from YAML and answered through bot.answer."""
+limit and the generated help. Rules are loaded from YAML and answered through the offline pipeline."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from responder import bot
+from responder.answer import RENDER_FAILED_TEXT
 from responder.dingtalk import (
     MAX_REPLY_BYTES,
     TRUNCATION_MARKER,
@@ -24,6 +24,7 @@ from responder.dingtalk import (
 )
 from responder.loader import load_rules
 from responder.rules import RuleSet
+from tests.conftest import offline
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime.datetime(2024, 5, 17, 9, 30, tzinfo=datetime.timezone(datetime.timedelta(hours=8)))
@@ -125,7 +126,7 @@ def message(text: str, *, group: bool = True, nick: str = "张三", staff_id: st
 
 
 async def reply_json(ruleset: RuleSet, msg: Message) -> dict[str, Any]:
-    outcome = await bot.answer(msg, ruleset, None, now=lambda: NOW)
+    outcome = await offline(msg, ruleset, now=lambda: NOW)
     assert outcome.reply is not None, outcome.reason
     return encode_reply(outcome.reply)
 
@@ -291,22 +292,22 @@ async def test_template_failure_becomes_graceful_reply(
 ) -> None:
     rules = "rules:\n  - name: bad\n    keywords: bad\n    msgtype: markdown\n    title: t\n"
     rules += f'    body: "{template}"\n'
-    outcome = await bot.answer(message("bad"), ruleset_from(tmp_path, rules), None, now=lambda: NOW)
+    outcome = await offline(message("bad"), ruleset_from(tmp_path, rules), now=lambda: NOW)
     assert outcome.rule == "bad"
-    assert outcome.reply == Reply(msgtype="text", text=bot.RENDER_FAILED_TEXT)
+    assert outcome.reply == Reply(msgtype="text", text=RENDER_FAILED_TEXT)
     assert outcome.render_error
     assert "render_failed rule=bad" in caplog.text
 
 
 async def test_failing_title_is_graceful_too(tmp_path: Path) -> None:
     rules = "rules:\n  - {name: bad, keywords: bad, msgtype: markdown, title: '{{ nope }}', body: ok}\n"
-    outcome = await bot.answer(message("bad"), ruleset_from(tmp_path, rules), None, now=lambda: NOW)
-    assert outcome.reply == Reply(msgtype="text", text=bot.RENDER_FAILED_TEXT)
+    outcome = await offline(message("bad"), ruleset_from(tmp_path, rules), now=lambda: NOW)
+    assert outcome.reply == Reply(msgtype="text", text=RENDER_FAILED_TEXT)
 
 
 def _assert_truncated(body: dict[str, Any], text: str) -> None:
     assert len(dumps(body)) <= MAX_REPLY_BYTES
-    assert text.endswith(TRUNCATION_MARKER)
+    assert text.removesuffix("\n\n@user123").endswith(TRUNCATION_MARKER)  # the mention survives the cut
     assert len(text) > 1000
 
 
@@ -327,7 +328,7 @@ async def test_long_text_reply_is_truncated_with_marker(tmp_path: Path, filler: 
         f"rules:\n  - {{name: long, command: long, msgtype: text, body: '{{{{ args_text * {count} }}}}'}}\n"
     )
     ruleset = ruleset_from(tmp_path, rules)
-    outcome = await bot.answer(message(f"long {filler}"), ruleset, None, now=lambda: NOW)
+    outcome = await offline(message(f"long {filler}"), ruleset, now=lambda: NOW)
     assert outcome.reply is not None
     body = encode_reply(outcome.reply)
     _assert_truncated(body, body["text"]["content"])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from responder import keys
-from tests.conftest import ClientFactory, RulesWriter, Sink, dispatcher
+from tests.conftest import ClientFactory, RulesWriter, Sink, pipeline
 from tests.fake_gateway import CLIENT_ID, CLIENT_SECRET, FakeGateway, bot_body
 
 RULES = """
@@ -63,7 +63,7 @@ async def test_stream_message_is_acked_and_answered_once(
     # DingTalk redelivers the same frame (slow ACK, reconnect): ACKed again, never answered twice.
     await connection.push_callback(body(sink, "msgSTREAM1=="), message_id="frame-1")
     await connection.push_callback(body(sink, "msgSTREAM1=="), message_id="frame-2")
-    await dispatcher(client).wait_idle()
+    await pipeline(client).wait_idle()
     assert sink.count == 1
 
 

@@ -27,7 +27,6 @@ from responder.stream.frames import (
     parse_registration,
     registration_body,
 )
-from responder.stream.recent import RecentIds
 from tests.fake_gateway import callback_frame, make_frame, make_headers, system_frame
 
 BODY = {"msgId": "msgA", "msgtype": "text", "text": {"content": " hi"}, "conversationType": "2"}
@@ -141,26 +140,6 @@ def test_backoff_rejects_nonsense_bounds() -> None:
         Backoff(0, 60, random.Random())
     with pytest.raises(ValueError):
         Backoff(10, 1, random.Random())
-
-
-def test_recent_ids_forget_after_ttl() -> None:
-    now = [100.0]
-    recent = RecentIds(ttl_s=600, max_size=10, now=lambda: now[0])
-    assert recent.add("a") is True
-    assert recent.add("a") is False
-    now[0] += 599
-    assert "a" in recent
-    now[0] += 1
-    assert "a" not in recent
-    assert recent.add("a") is True
-
-
-def test_recent_ids_stay_bounded_forgetting_the_oldest() -> None:
-    recent = RecentIds(ttl_s=600, max_size=3, now=lambda: 0.0)
-    for key in "abcd":
-        recent.add(key)
-    assert len(recent) == 3
-    assert "a" not in recent and "d" in recent
 
 
 def test_endpoint_is_a_frozen_value() -> None:

@@ -7,13 +7,14 @@ only, so the page cannot be reached from the network or through DNS rebinding.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from responder import keys
+from responder.loopback import is_loopback
 from responder.playground import api
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ def add_playground(app: web.Application) -> None:
     """Add the playground routes under /-/playground/. Raises PlaygroundRefused unless dev is on."""
     if not app[keys.OPTIONS].dev:
         raise PlaygroundRefused("the playground is only available with serve --dev")
+    app.cleanup_ctx.append(api.own_pipeline)
     app.router.add_get(PREFIX, _local_only(_to_page))
     app.router.add_get(f"{PREFIX}/", _local_only(_page))
     app.router.add_get(PREFIX + "/static/{name}", _local_only(_static))
@@ -53,25 +55,14 @@ def add_playground(app: web.Application) -> None:
     log.info("playground_mounted path=%s/", PREFIX)
 
 
-def _local_only(handler: web.Handler) -> web.Handler:
+def _local_only(handler: Handler) -> Handler:
     async def guarded(request: web.Request) -> web.StreamResponse:
-        if not (_is_loopback(request.remote) and _is_loopback(request.url.host)):
+        if not (is_loopback(request.remote) and is_loopback(request.url.host)):
             log.warning("playground_refused remote=%s host=%s", request.remote, request.host)
             raise web.HTTPForbidden(text="the playground answers loopback requests only")
         return await handler(request)
 
     return guarded
-
-
-def _is_loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 async def _to_page(request: web.Request) -> web.Response:

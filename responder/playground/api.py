@@ -1,24 +1,33 @@
 """The playground's JSON API: a typed try-request in, the engine's answer and explanation out.
 
 Parsing is strict (unknown fields, wrong types and oversize input are refused with a reason), and
-the answer comes from the same Dispatcher and Matcher that serve real callbacks. No HTML here.
+the answer comes from the same pipeline that serves real callbacks, with its own cooldowns, budget
+and msgId ledger: trying a rule never uses up what a real group has, yet the third quick try of a
+rule with a cooldown shows `cooldown` as a group would see it. No HTML here.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from responder import keys
-from responder.bot import Outcome
-from responder.dingtalk import Message, dumps, encode_reply, offline_message
+from responder.answer import LiveSources
+from responder.app import guards_for
+from responder.dingtalk import Message, dumps, offline_message
 from responder.matching import Verdict
+from responder.metrics import Metrics
+from responder.pipeline import Handled, Pipeline
+from responder.sinks import ResponseSink
 from responder.store import ReloadStatus
+
+PIPELINE = web.AppKey("playground_pipeline", Pipeline)
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +102,24 @@ def _string(payload: Mapping[str, Any], name: str, max_chars: int, *, default: s
     return value
 
 
+async def own_pipeline(app: web.Application) -> AsyncIterator[None]:
+    """The playground's pipeline: live sources, but guards and metrics of its own."""
+    store = app[keys.STORE]
+    sources = LiveSources(app[keys.SOURCES])
+    app[PIPELINE] = Pipeline(lambda: store.current, sources, guards_for(app[keys.OPTIONS]), Metrics())
+    yield
+    await app[PIPELINE].drain(0)
+
+
+_tries = itertools.count(1)
+
+
 def message_for(request: TryRequest, now_ms: int) -> Message:
     """The message DingTalk would deliver for this request (same shape as `responder try`)."""
     is_group = request.chat == "group"
     return offline_message(
         request.text,
-        msg_id=f"playground-{now_ms}",
+        msg_id=f"playground-{now_ms}-{next(_tries)}",
         conversation_id="cidPLAYGROUND" if is_group else "cidPLAYGROUNDPRIVATE",
         nick=request.nick,
         staff_id=request.staff_id,
@@ -121,9 +142,11 @@ async def try_message(request: web.Request) -> web.Response:
     message = message_for(wanted, app[keys.OPTIONS].now_ms())
     # Explain on the snapshot the answer starts from; status read together so the page agrees.
     status, verdicts = store.status, store.current.matcher.explain(message)
-    outcome = await app[keys.DISPATCHER].answer(message)
-    log.info("playground_answered rule=%s reason=%r", outcome.rule, outcome.reason)
-    return _json(result_body(outcome, verdicts, status))
+    sink = ResponseSink("playground")
+    handling = app[PIPELINE].start(message, sink)
+    if handling is None:
+        return _refusal("overloaded", "too many tries in progress", status=503)
+    return _json(result_body(await handling, sink.body, verdicts, status))
 
 
 async def rules_status(request: web.Request) -> web.Response:
@@ -131,12 +154,15 @@ async def rules_status(request: web.Request) -> web.Response:
     return _json(status_body(request.app[keys.STORE].status))
 
 
-def result_body(outcome: Outcome, verdicts: list[Verdict], status: ReloadStatus) -> dict[str, Any]:
+def result_body(
+    handled: Handled, reply: Mapping[str, Any] | None, verdicts: list[Verdict], status: ReloadStatus
+) -> dict[str, Any]:
     return {
-        "rule": outcome.rule,
-        "reason": outcome.reason,
-        "render_error": outcome.render_error,
-        "reply": encode_reply(outcome.reply) if outcome.reply is not None else None,
+        "rule": handled.rule,
+        "reason": handled.reason,
+        "outcome": handled.outcome,
+        "render_error": handled.render_error,
+        "reply": reply,
         "explain": [{"rule": v.rule, "matched": v.matched, "reason": v.reason} for v in verdicts],
         **status_body(status),
     }

@@ -1,8 +1,9 @@
 """StreamClient: keeps one registered DingTalk Stream WebSocket open and hands bot messages on.
 
-It ACKs every frame before doing anything else with it, drops redeliveries, and reconnects with
-backoff until cancelled. Parsing and ACK encoding live in `frames`; replies are not its business
-(Stream mode replies go through the sessionWebhook like HTTP mode).
+It ACKs every frame before doing anything else with it and reconnects with backoff until
+cancelled. Parsing and ACK encoding live in `frames`; redeliveries and replies are not its
+business: the pipeline's msgId ledger recognises a redelivered message whatever transport brought
+it, and Stream mode replies go through the sessionWebhook like HTTP mode.
 """
 
 from __future__ import annotations
@@ -22,13 +23,11 @@ from responder.metrics import Metrics
 from responder.stream import frames
 from responder.stream.backoff import Backoff
 from responder.stream.frames import Endpoint, Frame, FrameError, RegistrationError
-from responder.stream.recent import RecentIds
 
 log = logging.getLogger(__name__)
 
 REGISTER_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 10.0
-DEDUPE_MAX_IDS = 4096
 _NETWORK_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
 
 
@@ -51,7 +50,6 @@ class StreamClient:
         user_agent: str = f"responder/{__version__}",
         local_ip: str | None = None,
         healthy_after_s: float = 30.0,
-        dedupe_ttl_s: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -64,7 +62,6 @@ class StreamClient:
         self._keepalive_s = keepalive_s if keepalive_s > 0 else None
         self._backoff = Backoff(backoff_initial_s, backoff_max_s, rng or random.Random())
         self._healthy_after_s = healthy_after_s
-        self._recent = RecentIds(dedupe_ttl_s, DEDUPE_MAX_IDS, clock)
         self._clock = clock
         self._sleep = sleep
         self._frames_on_socket = 0
@@ -202,21 +199,19 @@ class StreamClient:
         self._count("callback", self._deliver(frame))
 
     def _deliver(self, frame: Frame) -> str:
-        """Parse and submit a bot message once; return the result label for metrics."""
-        if not self._recent.add("frame:" + frame.message_id):
-            return "duplicate"
+        """Parse and submit a bot message; return the result label for metrics."""
         try:
             message = parse_message(frame.data.encode("utf-8"))
         except MessageError as exc:
             log.warning("stream_frame_rejected message_id=%s reason=%s", frame.message_id, exc)
             return "rejected"
-        if not self._recent.add("msg:" + message.msg_id):
-            return "duplicate"
         try:
-            self._submit(message)
+            accepted = self._submit(message)
         except Exception:
             log.exception("stream_submit_failed msg_id=%s", message.msg_id)
             return "submit_failed"
+        if accepted is None:
+            return "overloaded"  # logged as reply_dropped by the pipeline
         return "submitted"
 
     async def _on_system(self, ws: aiohttp.ClientWebSocketResponse, frame: Frame) -> bool:

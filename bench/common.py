@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # bench scripts run as files; responder need not be installed
 
-from responder import dingtalk  # noqa: E402
+from tests import conftest as test_helpers  # noqa: E402  (the suite's helpers, not copies)
 
 SECRET = "bench-app-secret-not-real"
 CALLBACK_PATH = "/dingtalk/callback"
@@ -35,40 +35,18 @@ _PONG = re.compile(r"pong (\S+)")
 PR_SET_PDEATHSIG = 1
 
 
-def signed_headers(secret: str = SECRET, now_ms: int | None = None) -> dict[str, str]:
+def signed_headers(secret: str = SECRET) -> dict[str, str]:
     """Callback headers. The signature covers only the timestamp, so one set is valid for the window."""
-    timestamp = str(int(time.time() * 1000) if now_ms is None else now_ms)
-    return {
-        "timestamp": timestamp,
-        "sign": dingtalk.sign(secret, timestamp),
-        "Content-Type": "application/json; charset=utf-8",
-    }
+    return test_helpers.signed_headers(secret)
 
 
 def callback_body(text: str, msg_id: str, webhook: str) -> dict[str, Any]:
-    """A group @-mention as DingTalk sends it, with a live sessionWebhook expiry.
+    """The test suite's callback (the protocol sheet's example) with a live sessionWebhook expiry.
 
     Each message comes from a conversation of its own: DingTalk allows 20 replies a minute per
     conversation and responder keeps to that, which is not what these benchmarks measure.
     """
-    now_ms = int(time.time() * 1000)
-    return {
-        "msgId": msg_id,
-        "msgtype": "text",
-        "text": {"content": text},
-        "conversationType": "2",
-        "conversationId": f"cidBENCH{msg_id}",
-        "conversationTitle": "bench",
-        "senderNick": "张三",
-        "senderStaffId": "user123",
-        "senderId": "$:LWCP_v1:$BENCHsender==",
-        "isAdmin": False,
-        "chatbotUserId": "$:LWCP_v1:$BENCHbot==",
-        "robotCode": "dingBENCHROBOT",
-        "sessionWebhook": webhook,
-        "sessionWebhookExpiredTime": now_ms + 5_400_000,
-        "createAt": now_ms,
-    }
+    return test_helpers.callback_body(text, webhook=webhook, msgId=msg_id, conversationId=f"cidBENCH{msg_id}")
 
 
 def rules_yaml(

@@ -32,8 +32,8 @@ import common
 
 from responder.cli import sample_message
 from responder.dingtalk import Message
-from responder.loader import load_rules
-from responder.matching import Matcher
+from responder.engine.matching import Matcher
+from responder.rules.load import load_rules
 
 SECTIONS = ("rss", "matching", "reload", "http")
 RULE_COUNTS = (10, 100, 1000, 10_000)

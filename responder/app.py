@@ -12,16 +12,19 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from responder import admin, handlers, keys
-from responder.answer import LiveSources
+from responder import keys
+from responder.delivery.budget import OutboundBudget
+from responder.delivery.gate import Gate
+from responder.delivery.pipeline import Guards, Pipeline
+from responder.delivery.webhook import WebhookSink
+from responder.engine.answer import LiveSources
 from responder.metrics import Metrics
-from responder.pipeline import Guards, Pipeline
+from responder.rules.store import RuleStore
 from responder.settings import AppOptions
-from responder.sinks import WebhookSink
 from responder.sources import SourceHub
-from responder.store import RuleStore
-from responder.stream import StreamClient
-from responder.throttle import Gate, OutboundBudget
+from responder.transport import admin
+from responder.transport import callback as handlers
+from responder.transport.stream import StreamClient
 
 
 def create_app(

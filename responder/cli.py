@@ -14,19 +14,20 @@ from typing import Any
 
 import aiohttp
 
-from responder import __version__, dingtalk, examples, lint, server, settings
-from responder.answer import Fixtures, LiveSources
+from responder import __version__, dingtalk, serve, settings
 from responder.app import create_app
-from responder.loader import load_rules
+from responder.authoring import explain, lint
+from responder.delivery.pipeline import Handled, answer_once
+from responder.engine.answer import Fixtures, LiveSources
 from responder.logs import setup_logging
-from responder.loopback import is_loopback
-from responder.pipeline import Handled, answer_once
-from responder.playground import add_playground
-from responder.rules import RulesError, RuleSet
-from responder.server import EarlySignals
+from responder.rules.load import load_rules
+from responder.rules.model import RulesError, RuleSet
+from responder.rules.store import RuleStore
+from responder.serve import EarlySignals
 from responder.settings import AppOptions, Listen
 from responder.sources import SourceHub
-from responder.store import RuleStore
+from responder.transport.loopback import is_loopback
+from responder.transport.playground import add_playground
 
 log = logging.getLogger("responder")
 
@@ -193,7 +194,7 @@ def _try(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return 1
     message = sample_message(args.text, args.nick, args.staff_id, not args.private, args.admin)
     if args.explain:
-        print(examples.format_verdicts(ruleset.matcher.explain(message)), file=sys.stderr)
+        print(explain.format_verdicts(ruleset.matcher.explain(message)), file=sys.stderr)
     handled, body = asyncio.run(_answer(message, ruleset, offline=args.offline))
     print(f"rule: {handled.rule or '(none)'} ({handled.reason})", file=sys.stderr)
     if body is not None:
@@ -290,7 +291,7 @@ def _serve_logged(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     )
     try:
         with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
-            return runner.run(server.run(app, listen, args.early_signals))
+            return runner.run(serve.run(app, listen, args.early_signals))
     except OSError as exc:
         log.error("listen_failed error=%s", exc.strerror or exc)
         return 1

@@ -7,12 +7,12 @@ from collections.abc import Callable
 import aiohttp
 from aiohttp import web
 
+from responder.delivery.pipeline import Pipeline
+from responder.delivery.webhook import WebhookSink
 from responder.metrics import Metrics
-from responder.pipeline import Pipeline
+from responder.rules.store import RuleStore
 from responder.settings import AppOptions
-from responder.sinks import WebhookSink
 from responder.sources import SourceHub
-from responder.store import RuleStore
 
 STORE = web.AppKey("store", RuleStore)
 OPTIONS = web.AppKey("options", AppOptions)

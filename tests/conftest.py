@@ -18,14 +18,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from responder import dingtalk, keys
-from responder.answer import Fixtures
 from responder.app import create_app
-from responder.loader import load_rules
-from responder.pipeline import Handled, answer_once, local_now
-from responder.rules import RuleSet
-from responder.server import HANDLER_OPTIONS
+from responder.delivery.pipeline import Handled, answer_once, local_now
+from responder.engine.answer import Fixtures
+from responder.rules.load import load_rules
+from responder.rules.model import RuleSet
+from responder.rules.store import RuleStore
+from responder.serve import HANDLER_OPTIONS
 from responder.settings import AppOptions
-from responder.store import RuleStore
 
 SECRET = "test-app-secret-not-real"
 REPO = Path(__file__).resolve().parent.parent

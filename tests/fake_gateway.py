@@ -1,7 +1,7 @@
 """A fake DingTalk Stream gateway: `connections/open` plus the WebSocket, on a local aiohttp app.
 
 It speaks the wire format of dingtalk-protocol.md section 6 and builds its frames with the
-official `dingtalk-stream` package's classes, so it does not share code with responder.stream.
+official `dingtalk-stream` package's classes, so it does not share code with responder.transport.stream.
 Usage (any test):
 
     gateway = FakeGateway()

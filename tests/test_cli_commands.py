@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from responder.answer import RENDER_FAILED_TEXT
 from responder.cli import main
 from responder.dingtalk import verify_signature
+from responder.engine.answer import RENDER_FAILED_TEXT
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = str(ROOT / "rules.yaml")

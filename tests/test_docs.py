@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from responder import schema
-from responder.schema import load_schema
+from responder.rules import schema
+from responder.rules.schema import load_schema
 from tests.conftest import REPO
 
 README = (REPO / "README.md").read_text(encoding="utf-8")

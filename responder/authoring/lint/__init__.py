@@ -1,0 +1,71 @@
+"""Lint: things in a loadable rules.yaml that are probably mistakes, reported as warnings.
+
+The loader refuses what cannot work; this module points at what works but likely is not what the
+author meant: duplicate keywords, rules that can never answer, keywords written as regexes, regexes
+that can backtrack for ever, template variables nothing provides, unused sources, empty URLs.
+Every check is conservative: a warning should be worth reading. `review` runs lint and the
+examples together for `responder check`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from responder.authoring import examples
+from responder.authoring.lint import references, regexes, shadowing, templates, words
+from responder.authoring.lint.context import LintContext
+from responder.rules import yamldoc
+from responder.rules.model import RuleSet
+from responder.rules.problems import Problem
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    """What `responder check` found beyond loading: lint warnings and example results."""
+
+    warnings: tuple[Problem, ...]
+    examples: examples.ExampleReport | None
+
+    def lines(self) -> list[str]:
+        failures = self.examples.failures if self.examples else ()
+        return [str(w) for w in self.warnings] + [str(f) for f in failures]
+
+    def ok(self, *, strict: bool) -> bool:
+        failed = self.examples is not None and self.examples.failed > 0
+        return not failed and not (strict and self.warnings)
+
+    def summary(self) -> str:
+        parts = [f"{len(self.warnings)} warning{'' if len(self.warnings) == 1 else 's'}"]
+        report = self.examples
+        if report is not None:
+            ran = f"{report.passed} of {report.total} examples passed"
+            parts.insert(0, ran if report.total else "no examples")
+        return ", ".join(parts)
+
+
+def read_document(ruleset: RuleSet) -> yamldoc.YamlDocument:
+    """The parsed file behind `ruleset`, for positions and the parts the compiler does not keep."""
+    return yamldoc.parse(ruleset.text, str(ruleset.path))
+
+
+async def review(ruleset: RuleSet, *, run_examples: bool = True) -> Review:
+    doc = read_document(ruleset)
+    report = await examples.run_examples(ruleset, doc) if run_examples else None
+    return Review(tuple(lint(ruleset, doc)), report)
+
+
+def lint(ruleset: RuleSet, doc: yamldoc.YamlDocument) -> list[Problem]:
+    """Every warning for `ruleset` (compiled from `doc`), in file order."""
+    ctx = LintContext(ruleset, doc)
+    found = [
+        *words.duplicate_words(ctx),
+        *shadowing.shadowed_rules(ctx),
+        *words.regex_like_words(ctx),
+        *regexes.slow_regexes(ctx),
+        *templates.template_problems(ctx),
+        *references.unused_sources(ctx),
+        *references.empty_urls(ctx),
+    ]
+    return sorted(
+        set(found), key=lambda w: (w.file != str(ruleset.path), w.file, w.line, w.column, w.message)
+    )

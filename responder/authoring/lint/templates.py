@@ -1,0 +1,152 @@
+"""Template variables nothing provides, and sources whose data no template reads."""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2 import meta, nodes
+
+from responder.authoring import examples
+from responder.authoring.lint.context import LintContext
+from responder.authoring.lint.references import _get
+from responder.engine.matching import Match, Scope, Trigger
+from responder.engine.rendering import build_context, make_environment
+from responder.rules import yamldoc
+from responder.rules.load import templates_dir
+from responder.rules.problems import Problem, warning
+
+
+def template_problems(ctx: LintContext) -> Iterator[Problem]:
+    scanner = _TemplateScanner(ctx.ruleset.path, ctx.doc)
+    for index, spec in enumerate(ctx.specs):
+        if index not in ctx.by_index:
+            continue
+        used: set[str] = set()
+        for template in scanner.templates(index, spec):
+            used |= template.names
+            yield from scanner.undefined(template, spec["name"])
+        if "source" in spec and "source" not in used:
+            yield ctx.warn(
+                ("rules", index, "source"),
+                f"rule {spec['name']!r} fetches source {spec['source']!r}, "
+                "but none of its templates use `source`",
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    """One template of a rule: its text, the names it reads, and how to place a line of it."""
+
+    text: str
+    names: frozenset[str]
+    ast: nodes.Template
+    file: str
+    first_line: int
+    column: int | None
+
+
+class _TemplateScanner:
+    def __init__(self, rules_path: Path, doc: yamldoc.YamlDocument) -> None:
+        self.env = make_environment(templates_dir(rules_path))
+        self.doc = doc
+        self.file = str(rules_path)
+        self.known = frozenset(_context_names()) | frozenset(self.env.globals)
+        self.reported: set[tuple[str, int, str]] = set()
+
+    def templates(self, index: int, spec: Mapping[str, Any]) -> Iterator[_Template]:
+        for key in ("template", "on_error"):
+            if key in spec:
+                yield from self.from_file(spec[key], set())
+        for path in _inline_fields(spec):
+            value = _get(spec, path)
+            if isinstance(value, str):
+                yield self.inline(("rules", index, *path), value)
+
+    def from_file(self, name: str, seen: set[str]) -> Iterator[_Template]:
+        """The file and every template it includes or extends, each once."""
+        if name in seen:
+            return
+        seen.add(name)
+        try:
+            text, filename, _ = self.env.loader.get_source(self.env, name)  # type: ignore[union-attr]
+        except jinja2.TemplateNotFound:
+            return
+        template = self.parsed(text, filename or name, 1, None)
+        yield template
+        for child in meta.find_referenced_templates(template.ast):
+            if child is not None:
+                yield from self.from_file(child, seen)
+
+    def inline(self, path: yamldoc.Path, text: str) -> _Template:
+        position = self.doc.position(path)
+        node = self.doc.scalar(path)
+        block = node is not None and node.style in ("|", ">")
+        first_line = position.line + (1 if block else 0)
+        return self.parsed(text, self.file, first_line, None if block else position.column)
+
+    def parsed(self, text: str, file: str, first_line: int, column: int | None) -> _Template:
+        ast = self.env.parse(text)
+        names = frozenset(meta.find_undeclared_variables(ast))
+        return _Template(text, names, ast, file, first_line, column)
+
+    def undefined(self, template: _Template, rule: str) -> Iterator[Problem]:
+        for name in sorted(template.names - self.known):
+            lineno = _first_use(template.ast, name)
+            line = template.first_line + lineno - 1
+            if (template.file, line, name) in self.reported:
+                continue  # a template file shared by several rules is reported once
+            self.reported.add((template.file, line, name))
+            column = _column(template, lineno, name) if template.file != self.file else 1
+            if template.column and lineno == 1:
+                column = template.column
+            yield warning(
+                template.file,
+                line,
+                column,
+                f"rule {rule!r}: template variable {name!r} is not defined; "
+                f"templates see: {', '.join(sorted(_context_names()))}",
+            )
+
+
+def _context_names() -> list[str]:
+    """The variables rendering.build_context gives every template, asked of it, not copied."""
+    match = Match(_Named("lint"), "")
+    message = examples.example_message({})
+    return list(build_context(match, message, None, (), datetime.datetime(2000, 1, 1)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Named:
+    """A stand-in rule: enough to ask build_context which names it provides."""
+
+    name: str
+    trigger: Trigger = field(default_factory=lambda: Trigger("fallback"))
+    scope: Scope = field(default_factory=Scope)
+
+
+def _first_use(ast: nodes.Template, name: str) -> int:
+    lines = [n.lineno for n in ast.find_all(nodes.Name) if n.name == name and n.ctx == "load"]
+    return min(lines, default=1)
+
+
+def _column(template: _Template, lineno: int, name: str) -> int:
+    lines = template.text.splitlines()
+    text = lines[lineno - 1] if lineno <= len(lines) else ""
+    found = re.search(rf"\b{re.escape(name)}\b", text)
+    return found.start() + 1 if found else 1
+
+
+def _inline_fields(spec: Mapping[str, Any]) -> Iterator[yamldoc.Path]:
+    for key in ("body", "title", "url", "picture"):
+        yield (key,)
+    yield from (("button", key) for key in ("title", "url"))
+    for i, _ in enumerate(spec.get("buttons", ())):
+        yield from (("buttons", i, key) for key in ("title", "url"))
+    for i, _ in enumerate(spec.get("links", ())):
+        yield from (("links", i, key) for key in ("title", "url", "picture"))

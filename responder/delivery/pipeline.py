@@ -1,0 +1,237 @@
+"""The one path every accepted message takes, whatever its transport or reply mode.
+
+    admit (overload) → claim msgId → match → scope → cooldown → source → render → budget → sink
+    → settle → account
+
+HTTP callbacks in both reply modes, Stream mode, the playground, `responder try` and rule examples
+all call `Pipeline.start`; the reply mode chooses only the sink (the HTTP response body, or a POST
+to the sessionWebhook). Every message `start` accepts ends exactly once as sent, skipped or
+dropped: one `reply_*` log line and one count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from responder.delivery.budget import OutboundBudget
+from responder.delivery.claims import Claim, InMemoryLedger, MessageLedger
+from responder.delivery.gate import Gate, GatePass
+from responder.delivery.sinks import ResponseSink, Sink, Undeliverable
+from responder.dingtalk import Message, Reply
+from responder.engine.answer import Answer, SourceAnswers, fetch_source, render_answer
+from responder.engine.cooldowns import Cooldowns
+from responder.engine.matching import first_admitted
+from responder.engine.rendering import sender_mention
+from responder.metrics import Metrics
+from responder.rules.model import Rule, RuleSet
+
+log = logging.getLogger(__name__)
+
+Snapshot = Callable[[], RuleSet]
+Now = Callable[[], datetime.datetime]
+
+
+def local_now() -> datetime.datetime:
+    return datetime.datetime.now().astimezone()
+
+
+@dataclass(frozen=True, slots=True)
+class Handled:
+    """How one message ended: `sent`, `skipped` or `dropped`, which rule, why, and the reply."""
+
+    outcome: str
+    rule: str | None
+    reason: str
+    reply: Reply | None = None
+    render_error: str = ""
+
+
+@dataclass(slots=True)
+class Guards:
+    """The state the pipeline consults, shared across reloads: dedupe, cooldowns, DingTalk's send
+    budget and the overload gate. The playground and offline runs get their own."""
+
+    claims: MessageLedger = field(default_factory=InMemoryLedger)
+    cooldowns: Cooldowns = field(default_factory=Cooldowns)
+    budget: OutboundBudget = field(default_factory=OutboundBudget)
+    gate: Gate = field(default_factory=Gate)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        sources: SourceAnswers,
+        guards: Guards,
+        metrics: Metrics,
+        *,
+        now: Now = local_now,
+    ) -> None:
+        self._snapshot = snapshot
+        self._sources = sources
+        self._guards = guards
+        self._metrics = metrics
+        self._now = now
+        self._tasks: set[asyncio.Task[Handled]] = set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._tasks)
+
+    def start(self, message: Message, sink: Sink) -> asyncio.Task[Handled] | None:
+        """Admit `message` and handle it in a tracked task; None (logged as dropped) when too much
+        is pending already. Nothing is claimed then, so DingTalk's redelivery can still be answered."""
+        started = time.monotonic()
+        admitted = self._guards.gate.try_enter()  # admit
+        if not admitted:
+            self._account(message, sink, Handled("dropped", None, "overloaded"), started)
+            return None
+        task = asyncio.get_running_loop().create_task(self._handle(message, sink, admitted, started))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _handle(self, message: Message, sink: Sink, admitted: GatePass, started: float) -> Handled:
+        with admitted:
+            claim = await self._guards.claims.claim(message.msg_id)  # claim msgId
+            if claim is not Claim.NEW:
+                outcome = "dropped" if claim is Claim.OVERLOADED else "skipped"
+                return self._account(
+                    message, sink, Handled(outcome, None, f"duplicate_{claim.value}"), started
+                )
+            try:
+                handled = await self._answer(message, sink)
+            except asyncio.CancelledError:
+                await self._guards.claims.release(message.msg_id)
+                self._account(message, sink, Handled("dropped", None, "shutdown"), started)
+                raise
+            except Exception:
+                log.exception("pipeline_failed msg_id=%s", message.msg_id)
+                handled = Handled("dropped", None, "internal_error")
+            await self._settle(message, handled)
+            return self._account(message, sink, handled, started)
+
+    async def _answer(self, message: Message, sink: Sink) -> Handled:
+        ruleset = self._snapshot()  # the message finishes on the snapshot it started with
+        candidates = ruleset.matcher.candidates(message)  # match
+        match = first_admitted(candidates, message)  # scope
+        if match is None:
+            return Handled("skipped", None, unanswered(message))
+        rule = match.rule
+        notice = self._cooldown(rule, message)  # cooldown
+        if notice is not None:
+            return await self._deliver(message, sink, ruleset, notice) if notice.reply else skipped(notice)
+        source = await fetch_source(rule, match, self._sources)  # source
+        answer = render_answer(rule, match, message, source, ruleset, self._now())  # render
+        if answer.render_error:
+            self._metrics.render_errors.labels(rule.name).inc()
+        return await self._deliver(message, sink, ruleset, answer)
+
+    def _cooldown(self, rule: Rule, message: Message) -> Answer | None:
+        """None if the rule may answer now; else its "slow down" notice (once per window) or silence."""
+        cooldown = rule.cooldown
+        if cooldown is None:
+            return None
+        key = cooldown.key_for(message)
+        if self._guards.cooldowns.check(rule.name, cooldown, key):
+            return None
+        if cooldown.reply and self._guards.cooldowns.notice_due(rule.name, cooldown, key):
+            mention = sender_mention(message) if rule.reply.at_sender else None
+            return Answer(rule.name, Reply("text", cooldown.reply, mention=mention), "cooldown notice")
+        return Answer(rule.name, None, "cooldown")
+
+    async def _deliver(self, message: Message, sink: Sink, ruleset: RuleSet, answer: Answer) -> Handled:
+        assert answer.reply is not None
+        try:
+            route = sink.route(message, ruleset)
+        except Undeliverable as exc:
+            return dropped(answer, exc.reason)
+        if not await self._guards.budget.acquire(message.conversation_id, route.deadline):  # budget
+            return dropped(answer, "rate_limited")
+        delivery = await route.send(answer.reply)  # sink
+        if delivery.throttled:
+            self._guards.budget.backoff(message.conversation_id)
+        return sent(answer) if delivery.ok else dropped(answer, delivery.reason)
+
+    async def _settle(self, message: Message, handled: Handled) -> None:
+        """A delivery that failed on the way may succeed when DingTalk redelivers (with a fresh
+        sessionWebhook), so its msgId is released; everything else is final."""
+        if handled.outcome == "dropped" and worth_retrying(handled.reason):
+            await self._guards.claims.release(message.msg_id)
+        else:
+            await self._guards.claims.complete(message.msg_id, handled.outcome)
+
+    def _account(self, message: Message, sink: Sink, handled: Handled, started: float) -> Handled:
+        latency_ms = (time.monotonic() - started) * 1000
+        level = logging.WARNING if handled.outcome == "dropped" else logging.INFO
+        log.log(
+            level,
+            "reply_%s msg_id=%s rule=%s reason=%r via=%s latency_ms=%.1f",
+            handled.outcome,
+            message.msg_id,
+            handled.rule,
+            handled.reason,
+            sink.name,
+            latency_ms,
+        )
+        self._metrics.messages.labels(handled.outcome).inc()
+        self._metrics.replies.labels(handled.rule or "", handled.outcome).inc()
+        return handled
+
+    async def wait_idle(self) -> None:
+        """Return once every message started so far has been handled."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def drain(self, timeout_s: float) -> int:
+        """Wait up to `timeout_s` for pending messages; cancel and log the rest. Returns how many."""
+        if not self._tasks:
+            return 0
+        _, late = await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        for task in late:
+            task.cancel()  # each logs its own reply_dropped reason='shutdown'
+        if late:
+            await asyncio.gather(*late, return_exceptions=True)
+        return len(late)
+
+
+async def answer_once(
+    message: Message, ruleset: RuleSet, sources: SourceAnswers, *, now: Now = local_now
+) -> tuple[Handled, dict[str, Any] | None]:
+    """Answer one message through a pipeline of its own (fresh guards, its own metrics), as
+    `responder try` and rule examples do. Returns how it ended and the reply JSON, if any."""
+    sink = ResponseSink("offline")
+    handling = Pipeline(lambda: ruleset, sources, Guards(), Metrics(), now=now).start(message, sink)
+    assert handling is not None  # a fresh gate always admits
+    return await handling, sink.body
+
+
+def sent(answer: Answer) -> Handled:
+    return Handled("sent", answer.rule, answer.reason, answer.reply, answer.render_error)
+
+
+def skipped(answer: Answer) -> Handled:
+    return Handled("skipped", answer.rule, answer.reason, None, answer.render_error)
+
+
+def dropped(answer: Answer, reason: str) -> Handled:
+    return Handled("dropped", answer.rule, reason, answer.reply, answer.render_error)
+
+
+def unanswered(message: Message) -> str:
+    return "non-text message and no non_text rule" if not message.is_text else "no rule matched"
+
+
+RETRYABLE_REASONS = ("http_", "connection_error", "timeout", "bad_answer", "errcode_", "webhook_expired")
+
+
+def worth_retrying(reason: str) -> bool:
+    if reason == "errcode_130101":  # throttled: a retry would only be throttled again
+        return False
+    return reason.startswith(RETRYABLE_REASONS)

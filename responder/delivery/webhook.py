@@ -1,0 +1,122 @@
+"""The sessionWebhook sink: POST each reply to its message's sessionWebhook, but only to an
+allowed origin and path. The URL comes from the request body, which the callback signature does
+not cover, so it is untrusted: a URL that fails the allow-list is never connected to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from responder.delivery.budget import monotonic_deadline
+from responder.delivery.sinks import Delivery, Route, Undeliverable
+from responder.dingtalk import Message, Reply, dumps, encode_reply
+from responder.rules.model import RuleSet
+
+SESSION_PATH = "/robot/sendBySession"
+MAX_ANSWER_BYTES = 64 * 1024
+# A message without an expiry (Stream mode always has one) may wait this long for a send slot.
+NO_EXPIRY_WAIT_S = 60.0
+
+
+class WebhookSink:
+    """POSTs replies to each message's sessionWebhook (one per app; the session is shared)."""
+
+    name = "session_webhook"
+
+    def __init__(self, session: aiohttp.ClientSession, clock: Callable[[], float] = time.time) -> None:
+        self._session = session
+        self._clock = clock
+
+    def route(self, message: Message, ruleset: RuleSet) -> Route:
+        policy = ruleset.dingtalk.policy
+        now_ms = int(self._clock() * 1000)
+        url = check_session_webhook(
+            message.session_webhook,
+            policy.session_webhook_origins,
+            message.session_webhook_expires_ms,
+            now_ms,
+        )
+
+        async def send(reply: Reply) -> Delivery:
+            return await post_reply(self._session, url, encode_reply(reply), policy.webhook_timeout_s)
+
+        return Route(send_deadline(message, now_ms), send)
+
+
+def send_deadline(message: Message, now_ms: int) -> float:
+    """The latest moment, on the budget's clock, a queued reply may still be sent."""
+    if message.session_webhook_expires_ms is None:
+        return time.monotonic() + NO_EXPIRY_WAIT_S
+    return monotonic_deadline(message.session_webhook_expires_ms, now_ms, time.monotonic())
+
+
+def check_session_webhook(url: str, origins: Sequence[str], expires_ms: int | None, now_ms: int) -> URL:
+    """The parsed URL if it may be used. Raises Undeliverable naming the reason."""
+    if not url:
+        raise Undeliverable("webhook_missing")
+    try:
+        parsed = URL(url)
+        port = parsed.port
+    except ValueError:
+        raise Undeliverable("webhook_unparsable") from None
+    if not parsed.is_absolute() or parsed.scheme not in ("http", "https"):
+        raise Undeliverable("webhook_not_absolute_http")
+    if parsed.user is not None or parsed.password is not None or "@" in (parsed.raw_authority or ""):
+        raise Undeliverable("webhook_userinfo")
+    if _origin(parsed.scheme, parsed.host or "", port) not in {_parse_origin(o) for o in origins}:
+        raise Undeliverable("webhook_origin_not_allowed")
+    if parsed.path != SESSION_PATH or parsed.fragment:
+        raise Undeliverable("webhook_path_not_allowed")
+    if expires_ms is not None and expires_ms <= now_ms:
+        raise Undeliverable("webhook_expired")
+    return parsed
+
+
+def _origin(scheme: str, host: str, port: int | None) -> tuple[str, str, int | None]:
+    return scheme.lower(), host.lower().rstrip("."), port
+
+
+def _parse_origin(origin: str) -> tuple[str, str, int | None]:
+    parsed = URL(origin)
+    return _origin(parsed.scheme, parsed.host or "", parsed.port)
+
+
+async def post_reply(
+    session: aiohttp.ClientSession, url: URL, body: dict[str, Any], timeout_s: float
+) -> Delivery:
+    """POST `body`; success means HTTP 200 with errcode 0. Never follows redirects."""
+    try:
+        async with session.post(
+            url,
+            data=dumps(body),
+            headers={"Content-Type": "application/json; charset=utf-8", "Accept": "application/json"},
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+        ) as response:
+            if response.status != 200:
+                return Delivery(False, f"http_{response.status}")
+            return _read_errcode(await response.content.read(MAX_ANSWER_BYTES))
+    except TimeoutError:
+        return Delivery(False, "timeout")
+    except (aiohttp.ClientError, asyncio.IncompleteReadError, OSError) as exc:
+        return Delivery(False, f"connection_error:{type(exc).__name__}")
+
+
+def _read_errcode(raw: bytes) -> Delivery:
+    try:
+        answer = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return Delivery(False, "bad_answer")
+    errcode = answer.get("errcode") if isinstance(answer, dict) else None
+    if errcode == 0:
+        return Delivery(True, errcode=0)
+    if isinstance(errcode, int):
+        return Delivery(False, f"errcode_{errcode}", errcode)
+    return Delivery(False, "bad_answer")

@@ -1,0 +1,185 @@
+"""Callback bodies, sans I/O: the JSON DingTalk POSTs (or pushes over Stream) becomes a Message.
+
+Camel-case wire names live in this package only; see shared/dingtalk-protocol.md section 2.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+MAX_JSON_DEPTH = 32
+
+
+class MessageError(ValueError):
+    """The callback body is not a DingTalk message we can read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One incoming robot message, as the rest of responder sees it."""
+
+    msg_id: str
+    msgtype: str
+    text: str
+    conversation_id: str
+    is_group: bool
+    conversation_title: str
+    sender_nick: str
+    sender_staff_id: str
+    sender_id: str
+    is_admin: bool
+    session_webhook: str
+    session_webhook_expires_ms: int | None
+    created_ms: int | None
+    robot_code: str
+
+    @property
+    def is_text(self) -> bool:
+        return self.msgtype == "text"
+
+
+def offline_message(
+    text: str,
+    *,
+    msg_id: str,
+    conversation_id: str,
+    nick: str,
+    staff_id: str,
+    is_group: bool = True,
+    is_admin: bool = False,
+    msgtype: str = "text",
+    created_ms: int | None = None,
+) -> Message:
+    """A message shaped like DingTalk's with nowhere to reply to: for try, examples, the playground."""
+    return Message(
+        msg_id=msg_id,
+        msgtype=msgtype,
+        text=text,
+        conversation_id=conversation_id,
+        is_group=is_group,
+        conversation_title="responder" if is_group else "",
+        sender_nick=nick,
+        sender_staff_id=staff_id,
+        sender_id="",
+        is_admin=is_admin,
+        session_webhook="",
+        session_webhook_expires_ms=None,
+        created_ms=created_ms,
+        robot_code="",
+    )
+
+
+def parse_message(body: bytes) -> Message:
+    """Decode a callback body (HTTP body or Stream `data`). Raises MessageError with a reason."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MessageError(f"body is not UTF-8 (byte {exc.start})") from None
+    if _nesting_depth(text) > MAX_JSON_DEPTH:
+        raise MessageError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise MessageError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise MessageError("JSON nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal longer than Python converts (4300 digits)
+        raise MessageError(f"malformed JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise MessageError("body must be a JSON object")
+    return message_from_dict(payload)
+
+
+def message_from_dict(payload: Mapping[str, Any]) -> Message:
+    fields = _Fields(payload)
+    msgtype = fields.string("msgtype", required=True)
+    text = ""
+    if msgtype == "text":
+        text = _Fields(fields.mapping("text")).string("content", required=True)
+    conversation_type = fields.string("conversationType", required=True)
+    if conversation_type not in ("1", "2"):
+        raise MessageError('conversationType must be "1" (private) or "2" (group)')
+    return Message(
+        msg_id=fields.string("msgId", required=True),
+        msgtype=msgtype,
+        text=text,
+        conversation_id=fields.string("conversationId"),
+        is_group=conversation_type == "2",
+        conversation_title=fields.string("conversationTitle"),
+        sender_nick=fields.string("senderNick"),
+        sender_staff_id=fields.string("senderStaffId"),
+        sender_id=fields.string("senderId"),
+        is_admin=fields.boolean("isAdmin"),
+        session_webhook=fields.string("sessionWebhook"),
+        session_webhook_expires_ms=fields.integer("sessionWebhookExpiredTime"),
+        created_ms=fields.integer("createAt"),
+        robot_code=fields.string("robotCode"),
+    )
+
+
+class _Fields:
+    """Typed access to a JSON object; wrong types become MessageError naming the field."""
+
+    def __init__(self, payload: Mapping[str, Any]) -> None:
+        self._payload = payload
+
+    def string(self, name: str, *, required: bool = False) -> str:
+        value = self._payload.get(name)
+        if value is None:
+            if required:
+                raise MessageError(f"missing field {name!r}")
+            return ""
+        if not isinstance(value, str):
+            raise MessageError(f"field {name!r} must be a string")
+        if _SURROGATE.search(value):
+            # JSON allows "\ud800"; such text could never be sent back as UTF-8.
+            raise MessageError(f"field {name!r} contains an unpaired surrogate")
+        return value
+
+    def boolean(self, name: str) -> bool:
+        value = self._payload.get(name, False)
+        if not isinstance(value, bool):
+            raise MessageError(f"field {name!r} must be a boolean")
+        return value
+
+    def integer(self, name: str) -> int | None:
+        # The doc table says String for createAt, real payloads send numbers: accept both.
+        value = self._payload.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            raise MessageError(f"field {name!r} must be a number")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 20:
+            return int(value)
+        raise MessageError(f"field {name!r} must be a number")
+
+    def mapping(self, name: str) -> Mapping[str, Any]:
+        value = self._payload.get(name)
+        if not isinstance(value, dict):
+            raise MessageError(f"field {name!r} must be an object")
+        return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_JSON_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _nesting_depth(text: str) -> int:
+    """Deepest bracket nesting, ignoring brackets inside strings; checked before json.loads."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return 0  # cannot nest deeper than it has brackets: skip the scan (the common case)
+    depth = deepest = 0
+    for token in _JSON_STRUCTURE.finditer(text):
+        char = token.group()
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest

@@ -1,0 +1,332 @@
+"""Compile validated rules.yaml data into a RuleSet: triggers, scopes, templates, sources.
+
+Runs after the schema and ${ENV} steps; collects every semantic problem (duplicate names, bad
+regexes, template syntax, unknown sources) with its position before giving up.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import jinja2
+
+from responder.engine.cooldowns import Cooldown
+from responder.engine.matching import Matcher, Scope, Trigger, compile_trigger
+from responder.engine.rendering import ButtonTemplate, LinkTemplate, ReplyTemplate, make_environment
+from responder.rules import schema, yamldoc
+from responder.rules.model import MATCH_KINDS, Rule, RulesError, RuleSet
+from responder.rules.problems import Problem
+from responder.settings import Connection, DingTalkSettings, Policy
+from responder.sources import SourceConfigError, compile_source
+from responder.sources.base import SourceSpec
+
+RESERVED_PATH_PREFIX = "/-/"
+_KEYS_BY_MSGTYPE = {
+    "text": {"template", "body"},
+    "markdown": {"template", "body", "title"},
+    "link": {"template", "body", "title", "url", "picture"},
+    "actionCard": {"template", "body", "title", "button", "buttons", "button_orientation"},
+    "feedCard": {"links"},
+}
+_REPLY_KEYS = set().union(*_KEYS_BY_MSGTYPE.values())
+# Not merged into a rule's mapping: keys a msgtype does not take must stay visibly absent.
+RULE_DEFAULTS = schema.defaults("rule")
+
+
+def compile_ruleset(
+    path: Path, doc: yamldoc.YamlDocument, data: Mapping[str, Any], sha256: str, text: str = ""
+) -> RuleSet:
+    """Raises RulesError listing every problem found."""
+    return replace(_Compiler(path, doc, data).run(sha256), text=text)
+
+
+class _Compiler:
+    def __init__(self, path: Path, doc: yamldoc.YamlDocument, data: Mapping[str, Any]) -> None:
+        self.file = str(path)
+        self.doc = doc
+        self.data = data
+        self.templates = path.parent / "templates"
+        self.env = make_environment(self.templates)
+        self.problems: list[Problem] = []
+
+    def run(self, sha256: str) -> RuleSet:
+        dingtalk = self.dingtalk(self.data.get("dingtalk", {}))
+        sources = self.sources(self.data.get("sources", {}))
+        defaults = self.data.get("defaults", {})
+        compiled = [self.rule(i, spec, defaults, sources) for i, spec in enumerate(self.data["rules"])]
+        rules = [rule for rule in compiled if rule is not None]
+        self.check_unique(rules)
+        if self.problems:
+            raise RulesError(sorted(self.problems, key=lambda p: (p.file, p.line, p.column)))
+        ordered = tuple(sorted(rules, key=lambda r: (-r.priority, r.index)))
+        return RuleSet(
+            path=Path(self.file),
+            sha256=sha256,
+            dingtalk=dingtalk,
+            rules=ordered,
+            matcher=Matcher(ordered),
+            sources=MappingProxyType(sources),
+            catalogue=tuple(_catalogue_entry(spec) for spec in self.data["rules"] if not spec.get("hidden")),
+        )
+
+    def problem(self, path: yamldoc.Path, message: str, *, at_key: bool = False) -> None:
+        """Record a problem at the value of `path`, or at its key (`at_key`: for unwanted keys)."""
+        position = self.doc.key_position(path) if at_key else self.doc.position(path)
+        self.problems.append(Problem(self.file, position.line, position.column, message))
+
+    def dingtalk(self, given: Mapping[str, Any]) -> DingTalkSettings:
+        spec = schema.with_defaults("dingtalk", given)
+        secrets = spec.get("app_secret", ())
+        secrets = (secrets,) if isinstance(secrets, str) else tuple(secrets)
+        if spec["callback_path"].startswith(RESERVED_PATH_PREFIX):
+            self.problem(("dingtalk", "callback_path"), "dingtalk.callback_path: /-/ is reserved")
+        mode = spec["mode"]
+        if mode != "http" and not (spec.get("client_id") and spec.get("client_secret")):
+            self.problem(("dingtalk", "mode"), f"dingtalk.mode {mode} needs client_id and client_secret")
+        connection = Connection(
+            callback_path=spec["callback_path"],
+            mode=mode,
+            client_id=spec.get("client_id", ""),
+            client_secret=spec.get("client_secret", ""),
+            api_base=spec["api_base"].rstrip("/"),
+        )
+        policy = Policy(
+            app_secrets=tuple(s for s in secrets if s),
+            reply=spec["reply"],
+            session_webhook_origins=tuple(o.lower().rstrip("/") for o in spec["session_webhook_origins"]),
+            timestamp_window_ms=spec["timestamp_window_s"] * 1000,
+            webhook_timeout_s=float(spec["webhook_timeout_s"]),
+        )
+        return DingTalkSettings(connection, policy)
+
+    def sources(self, specs: Mapping[str, Any]) -> dict[str, SourceSpec]:
+        compiled = {}
+        for name, spec in specs.items():
+            try:
+                compiled[name] = compile_source(name, spec)
+            except SourceConfigError as exc:
+                self.problem(("sources", name, *exc.path), f"source {name!r}: {exc.message}")
+        return compiled
+
+    def rule(
+        self,
+        index: int,
+        spec: Mapping[str, Any],
+        defaults: Mapping[str, Any],
+        sources: Mapping[str, SourceSpec],
+    ) -> Rule | None:
+        at: yamldoc.Path = ("rules", index)
+        defaults = schema.with_defaults("defaults", defaults)
+        label = f"rule {spec['name']!r}: "
+        before = len(self.problems)
+        self.check_reply_keys(at, spec, label)
+        trigger = self.trigger(at, spec, defaults, label)
+        reply = self.reply(at, spec, defaults, label)
+        source = self.source(at, spec, sources, label)
+        if trigger is None or reply is None or len(self.problems) > before:
+            return None
+        return Rule(
+            name=spec["name"],
+            index=index,
+            line=self.doc.position(at).line,
+            priority=spec.get("priority", RULE_DEFAULTS["priority"]),
+            description=spec.get("description", ""),
+            hidden=spec.get("hidden", RULE_DEFAULTS["hidden"]),
+            trigger=trigger,
+            scope=_scope(spec.get("scope", {})),
+            reply=reply,
+            source=source,
+            fixture=spec.get("fixture"),
+            cooldown=_cooldown(spec.get("cooldown")),
+        )
+
+    def check_reply_keys(self, at: yamldoc.Path, spec: Mapping[str, Any], label: str) -> None:
+        allowed = _KEYS_BY_MSGTYPE[spec["msgtype"]]
+        for key in sorted((_REPLY_KEYS - allowed) & spec.keys()):
+            self.problem((*at, key), f"{label}{key} does not apply to msgtype {spec['msgtype']}", at_key=True)
+        if "on_error" in spec and "source" not in spec:
+            self.problem((*at, "on_error"), f"{label}on_error needs a source", at_key=True)
+        if "fixture" in spec and "source" not in spec:
+            self.problem((*at, "fixture"), f"{label}fixture needs a source", at_key=True)
+
+    def trigger(
+        self, at: yamldoc.Path, spec: Mapping[str, Any], defaults: Mapping[str, Any], label: str
+    ) -> Trigger | None:
+        kind = next(k for k in MATCH_KINDS if k in spec)
+        case_sensitive = spec.get("case_sensitive", defaults["case_sensitive"])
+        try:
+            return compile_trigger(kind, spec[kind], case_sensitive=case_sensitive)
+        except re.error as exc:
+            self.problem((*at, kind), f"{label}regex: {exc.msg} at position {exc.pos}")
+            return None
+        except ValueError as exc:
+            self.problem((*at, kind), f"{label}{kind}: {exc}")
+            return None
+
+    def source(
+        self,
+        at: yamldoc.Path,
+        spec: Mapping[str, Any],
+        sources: Mapping[str, SourceSpec],
+        label: str,
+    ) -> SourceSpec | None:
+        name = spec.get("source")
+        if name is None:
+            return None
+        if name not in sources:
+            known = ", ".join(sorted(sources)) or "none are defined"
+            self.problem((*at, "source"), f"{label}unknown source {name!r} (known: {known})")
+            return None
+        return sources[name]
+
+    def reply(
+        self, at: yamldoc.Path, spec: Mapping[str, Any], defaults: Mapping[str, Any], label: str
+    ) -> ReplyTemplate | None:
+        t = _TemplateCompiler(self, at, spec, label)
+        buttons = spec.get("buttons", ())
+        return ReplyTemplate(
+            msgtype=spec["msgtype"],
+            body=t.body(),
+            on_error=t.file("on_error"),
+            title=t.inline("title"),
+            url=t.inline("url"),
+            picture=t.inline("picture"),
+            single_button=t.button(("button",), spec.get("button")),
+            buttons=tuple(filter(None, (t.button(("buttons", i), b) for i, b in enumerate(buttons)))),
+            horizontal_buttons=spec.get("button_orientation", RULE_DEFAULTS["button_orientation"])
+            == "horizontal",
+            links=tuple(t.link(i, link) for i, link in enumerate(spec.get("links", ()))),
+            at_sender=spec.get("at_sender", defaults["at_sender"]),
+        )
+
+    def check_unique(self, rules: list[Rule]) -> None:
+        specs = self.data["rules"]
+        first: dict[str, int] = {}
+        singletons: dict[str, int] = {}
+        for index, spec in enumerate(specs):
+            name = spec["name"]
+            if name in first:
+                line = self.doc.position(("rules", first[name])).line
+                self.problem(("rules", index, "name"), f"rule name {name!r} is already used on line {line}")
+            first.setdefault(name, index)
+            for kind in ("fallback", "non_text"):
+                if kind in spec and kind in singletons:
+                    line = self.doc.position(("rules", singletons[kind])).line
+                    self.problem(
+                        ("rules", index, kind),
+                        f"rule {name!r}: only one rule may be {kind}; another is on line {line}",
+                    )
+                elif kind in spec:
+                    singletons[kind] = index
+
+
+class _TemplateCompiler:
+    """Compiles one rule's templates, reporting syntax errors at their own file and line."""
+
+    def __init__(self, owner: _Compiler, at: yamldoc.Path, spec: Mapping[str, Any], label: str) -> None:
+        self.owner = owner
+        self.at = at
+        self.spec = spec
+        self.label = label
+
+    def body(self) -> jinja2.Template | None:
+        return self.file("template") if "template" in self.spec else self.inline("body")
+
+    def inline(self, key: str) -> jinja2.Template | None:
+        source = self.spec.get(key)
+        return None if source is None else self.compile((key,), source)
+
+    def compile(self, path: yamldoc.Path, source: str) -> jinja2.Template | None:
+        try:
+            return self.owner.env.from_string(source)
+        except jinja2.TemplateSyntaxError as exc:
+            self.inline_problem(path, exc)
+            return None
+
+    def file(self, key: str) -> jinja2.Template | None:
+        name = self.spec.get(key)
+        if name is None:
+            return None
+        try:
+            return self.owner.env.get_template(name)
+        except jinja2.TemplateSyntaxError as exc:
+            where = exc.filename or str(self.owner.templates / name)
+            self.owner.problems.append(Problem(where, exc.lineno, 1, f"{self.label}{exc.message}"))
+        except jinja2.TemplateNotFound:
+            self.owner.problem(
+                (*self.at, key),
+                f"{self.label}template file {name!r} not found in {self.owner.templates}",
+            )
+        return None
+
+    def button(self, path: yamldoc.Path, spec: Mapping[str, str] | None) -> ButtonTemplate | None:
+        if spec is None:
+            return None
+        title = self.compile((*path, "title"), spec["title"])
+        url = self.compile((*path, "url"), spec["url"])
+        return ButtonTemplate(title, url) if title and url else None
+
+    def link(self, index: int, spec: Mapping[str, str]) -> LinkTemplate:
+        parts = {k: self.compile(("links", index, k), spec[k]) for k in ("title", "url", "picture")}
+        return LinkTemplate(**parts)  # type: ignore[arg-type]
+
+    def inline_problem(self, path: yamldoc.Path, exc: jinja2.TemplateSyntaxError) -> None:
+        full = (*self.at, *path)
+        position = self.owner.doc.position(full)
+        node = self.owner.doc.scalar(full)
+        block = 1 if node is not None and node.style in ("|", ">") else 0
+        lineno = exc.lineno or 1
+        if node is not None and node.style == ">":
+            lineno = self.unfolded_lineno(node) or lineno
+        line = position.line + block + lineno - 1
+        column = position.column if (exc.lineno or 1) == 1 and not block else 1
+        self.owner.problems.append(Problem(self.owner.file, line, column, f"{self.label}{exc.message}"))
+
+    def unfolded_lineno(self, node: yamldoc.ScalarNode) -> int | None:
+        """A `>` block folds its lines into one before Jinja numbers them; compile the block as
+        written, line breaks kept, to find which of its lines is wrong."""
+        raw = self.owner.doc.text[node.start_mark.index : node.end_mark.index]
+        written = textwrap.dedent(raw.split("\n", 1)[1] if "\n" in raw else "")
+        try:
+            self.owner.env.parse(written)
+        except jinja2.TemplateSyntaxError as exc:
+            return exc.lineno
+        return None
+
+
+def _cooldown(given: Mapping[str, Any] | None) -> Cooldown | None:
+    if given is None:
+        return None
+    spec = schema.with_defaults("cooldown", given)
+    return Cooldown(spec["per"], float(spec["seconds"]), spec["max"], spec.get("reply"))
+
+
+def _scope(given: Mapping[str, Any]) -> Scope:
+    spec = schema.with_defaults("scope", given)
+    return Scope(
+        chat=spec["chat"],
+        conversations=frozenset(spec.get("conversations", ())),
+        senders=frozenset(spec.get("senders", ())),
+        admins_only=spec["admins_only"],
+    )
+
+
+def _catalogue_entry(spec: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What `help` templates see of a rule: name, description, kind and the words that trigger it."""
+    kind = next(k for k in MATCH_KINDS if k in spec)
+    words = spec[kind] if kind in ("keywords", "command", "contains") else []
+    words = [words] if isinstance(words, str) else list(words)
+    return MappingProxyType(
+        {
+            "name": spec["name"],
+            "description": spec.get("description", ""),
+            "kind": kind,
+            "words": words,
+        }
+    )

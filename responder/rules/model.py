@@ -1,0 +1,60 @@
+"""The compiled configuration: Rule, RuleSet and the errors that explain why a file was refused."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from responder.engine.cooldowns import Cooldown
+from responder.engine.matching import Matcher, Scope, Trigger
+from responder.engine.rendering import ReplyTemplate
+from responder.rules.problems import Problem
+from responder.settings import DingTalkSettings
+from responder.sources.base import SourceSpec
+
+MATCH_KINDS = ("keywords", "command", "regex", "contains", "fallback", "non_text")
+
+
+class RulesError(Exception):
+    """rules.yaml (or a template it names) cannot be loaded. str() lists every problem."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    index: int
+    line: int
+    priority: int
+    description: str
+    hidden: bool
+    trigger: Trigger
+    scope: Scope
+    reply: ReplyTemplate
+    # Source specs may hold secrets (headers from ${ENV}); keep them out of repr and logs.
+    source: SourceSpec | None = field(default=None, repr=False)
+    fixture: Any = field(default=None, repr=False)
+    cooldown: Cooldown | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    """One immutable snapshot of the configuration; the server swaps whole snapshots."""
+
+    path: Path
+    sha256: str
+    dingtalk: DingTalkSettings
+    rules: tuple[Rule, ...]
+    matcher: Matcher[Rule] = field(repr=False)
+    sources: Mapping[str, SourceSpec] = field(repr=False)
+    catalogue: tuple[Mapping[str, Any], ...] = field(repr=False)
+    # The text it was compiled from: `check` re-reads positions and examples from it, not the disk.
+    text: str = field(default="", repr=False)
+
+    def rule(self, name: str) -> Rule | None:
+        return next((r for r in self.rules if r.name == name), None)

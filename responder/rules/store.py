@@ -1,0 +1,212 @@
+"""RuleStore: holds the live RuleSet and replaces it only with a fully loaded one.
+
+All fallible work (read, validate, compile) happens off the event loop before the one mutation,
+the swap of `current`; a failed reload leaves the old snapshot serving and records the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from responder.metrics import Metrics
+from responder.rules.load import load_rules
+from responder.rules.model import RulesError, RuleSet
+from responder.rules.problems import Problem
+
+log = logging.getLogger(__name__)
+
+Loader = Callable[[Path, Mapping[str, str]], RuleSet]
+Subscriber = Callable[[RuleSet], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadStatus:
+    generation: int
+    sha256: str
+    rules: int
+    loaded_at: float
+    last_attempt_at: float
+    attempts: int
+    last_ok: bool
+    last_success_at: float
+    last_duration_s: float = 0.0
+    last_error: str = ""
+    problems: tuple[Problem, ...] = field(default=(), repr=False)
+    # Restart-only settings (dingtalk.callback_path, mode, …) the live file changed: not applied.
+    restart_required: tuple[str, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation,
+            "sha256": self.sha256,
+            "rules": self.rules,
+            "loaded_at": self.loaded_at,
+            "last_attempt_at": self.last_attempt_at,
+            "attempts": self.attempts,
+            "last_reload_ok": self.last_ok,
+            "last_success_at": self.last_success_at,
+            "last_reload_duration_s": round(self.last_duration_s, 6),
+            "last_error": self.last_error or None,
+            "restart_required": list(self.restart_required),
+            "problems": [
+                {"file": p.file, "line": p.line, "column": p.column, "message": p.message}
+                for p in self.problems
+            ],
+        }
+
+
+class RuleStore:
+    """The live snapshot, its reload status, and who to tell when it changes.
+
+    `running` is the restart-only part of the settings the process started with; it never
+    changes. A reload that changes it applies everything else and reports `restart_required`.
+    """
+
+    def __init__(
+        self,
+        ruleset: RuleSet,
+        environ: Mapping[str, str],
+        *,
+        loader: Loader = load_rules,
+        clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.current = ruleset
+        self.running = ruleset.dingtalk.connection
+        self._subscribers: list[Subscriber] = []
+        self._environ = environ
+        self._loader = loader
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._metrics = metrics
+        now = clock()
+        self.status = ReloadStatus(1, ruleset.sha256, len(ruleset.rules), now, now, 1, True, now)
+        self._publish()
+
+    @property
+    def path(self) -> Path:
+        return self.current.path
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """Call `subscriber(new)` after every swap to a new snapshot (caches prune, for example)."""
+        self._subscribers.append(subscriber)
+
+    def attach_metrics(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._publish()
+
+    async def reload(self) -> ReloadStatus:
+        """Load the file again off the event loop; swap on success, keep the old set on error."""
+        async with self._lock:
+            attempted = self._clock()
+            started = time.monotonic()
+            try:
+                new = await asyncio.to_thread(self._loader, self.path, self._environ)
+            except RulesError as exc:
+                log.error("rules_reload_failed problems=%d first=%r", len(exc.problems), str(exc.problems[0]))
+                self.status = replace(
+                    self.status,
+                    last_attempt_at=attempted,
+                    attempts=self.status.attempts + 1,
+                    last_ok=False,
+                    last_error=str(exc),
+                    problems=exc.problems,
+                    last_duration_s=time.monotonic() - started,
+                )
+            else:
+                self.status = replace(self._swap(new, attempted), last_duration_s=time.monotonic() - started)
+            self._publish()
+            return self.status
+
+    def _swap(self, new: RuleSet, attempted: float) -> ReloadStatus:
+        old = self.status
+        ok = replace(
+            old,
+            last_attempt_at=attempted,
+            attempts=old.attempts + 1,
+            last_ok=True,
+            last_success_at=attempted,
+            last_error="",
+            problems=(),
+        )
+        if new.sha256 == self.current.sha256:
+            log.info("rules_reload_unchanged generation=%d sha256=%.12s", old.generation, new.sha256)
+            return ok
+        self.current = new
+        generation = old.generation + 1
+        log.info("rules_reloaded generation=%d rules=%d sha256=%.12s", generation, len(new.rules), new.sha256)
+        restart_required = new.dingtalk.connection.changed_fields(self.running)
+        if restart_required:
+            log.warning("restart_required fields=%s", ",".join(restart_required))
+        self._notify(new)
+        return replace(
+            ok,
+            generation=generation,
+            sha256=new.sha256,
+            rules=len(new.rules),
+            loaded_at=attempted,
+            restart_required=restart_required,
+        )
+
+    def _notify(self, new: RuleSet) -> None:
+        for subscriber in self._subscribers:
+            try:
+                subscriber(new)
+            except Exception:  # one subscriber's bug must not undo the swap or skip the others
+                log.exception("reload_subscriber_failed subscriber=%r", subscriber)
+
+    def _publish(self) -> None:
+        metrics, status = self._metrics, self.status
+        if metrics is None:
+            return
+        metrics.reload_successful.set(1 if status.last_ok else 0)
+        metrics.reload_success_timestamp.set(status.last_success_at)
+        metrics.rules_loaded.set(status.rules)
+        metrics.restart_required.set(1 if status.restart_required else 0)
+        metrics.rules_info.clear()
+        metrics.rules_info.labels(status.sha256, str(status.generation)).set(1)
+
+
+class Reloader:
+    """Turns reload requests (SIGHUP, POST /-/reload) into serialised, coalesced reloads.
+
+    Requests that arrive while a reload runs collapse into one more reload afterwards, so a storm
+    of signals costs at most two loads and reloads never overlap.
+    """
+
+    def __init__(self, store: RuleStore) -> None:
+        self._store = store
+        self._wanted = asyncio.Event()
+        self._completed = 0
+        self._running = False
+        self._changed = asyncio.Condition()
+
+    def request(self) -> None:
+        self._wanted.set()
+
+    async def reload_now(self) -> ReloadStatus:
+        """Request a reload and wait for one that started after this call."""
+        async with self._changed:
+            target = self._completed + (2 if self._running else 1)
+            self.request()
+            await self._changed.wait_for(lambda: self._completed >= target)
+        return self._store.status
+
+    async def run(self) -> None:
+        while True:
+            await self._wanted.wait()
+            self._wanted.clear()
+            self._running = True
+            try:
+                await self._store.reload()
+            finally:
+                self._running = False
+                async with self._changed:
+                    self._completed += 1
+                    self._changed.notify_all()

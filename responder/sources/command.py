@@ -77,6 +77,10 @@ async def reap(proc: asyncio.subprocess.Process) -> None:
     # Even after the leader exited, children it left behind may still run (and hold the pipe).
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
+    # Discard what is left in the pipe: asyncio (3.11) only finishes wait() once the pipe reaches
+    # EOF, and a pipe left full after `too_large` pauses reading, so EOF would never be seen.
+    if proc.stdout is not None:
+        await proc.stdout.read()
     await proc.wait()
 
 

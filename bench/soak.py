@@ -23,6 +23,8 @@ from pathlib import Path
 import aiohttp
 import common
 
+from tests import breakers  # the reload battery's ways to break a file
+
 INVALID_RULES = "rules:\n  - name: broken\n    keywords: [x]\n    msgtype: txet\n    body: x\n"
 
 
@@ -130,8 +132,7 @@ async def reload_once(
 ) -> ReloadResult:
     valid = turn % 2 == 1
     before = await server.status(session)
-    text = common.rules_yaml(origin, revision=turn) if valid else INVALID_RULES
-    common.write_rules(config, text)
+    break_file(config, origin, turn) if not valid else write_valid(config, origin, turn)
     at_s = time.monotonic() - t0
     server.signal(signal.SIGHUP)
 
@@ -150,6 +151,25 @@ async def reload_once(
     detail = f"generation {before['generation']}->{after['generation']}"
     detail += f" last_reload_ok={after['last_reload_ok']}"
     return ReloadResult(at_s, "valid" if valid else "invalid", correct, took_s, detail)
+
+
+VERSION_RULE = "  - {name: version, keywords: [version], msgtype: text, template: version.md.j2}\n"
+
+
+def write_valid(config: Path, origin: str, turn: int) -> None:
+    breakers.repair(config, f"revision {turn}")
+    common.write_rules(config, common.rules_yaml(origin, revision=turn, extra_rules=VERSION_RULE))
+
+
+def break_file(config: Path, origin: str, turn: int) -> None:
+    """Even turns break the file: invalid YAML first, then each breaker of the reload battery."""
+    kinds: list[breakers.Breaker | None] = [None, *breakers.BREAKERS]
+    breaker = kinds[(turn // 2 - 1) % len(kinds)]
+    if breaker is None:
+        common.write_rules(config, INVALID_RULES)
+        return
+    write_valid(config, origin, turn)  # a fresh valid file, then spoiled the way real files are
+    breaker(config)
 
 
 async def sample_rss(server: common.Process, samples: list[tuple[float, float]], stop: asyncio.Event) -> None:
@@ -188,7 +208,8 @@ class Run:
 
 async def soak(args: argparse.Namespace, folder: Path) -> Run:
     sink = await common.Sink().start()
-    config = common.write_rules(folder / "rules.yaml", common.rules_yaml(sink.origin))
+    config = folder / "rules.yaml"
+    write_valid(config, sink.origin, 0)
     server = await common.Process.responder(config, folder / "server.log")
     load, rss, stop = Load(), [], asyncio.Event()
     try:

@@ -16,8 +16,9 @@ from responder import keys
 from responder.delivery.budget import OutboundBudget
 from responder.delivery.gate import Gate
 from responder.delivery.pipeline import Guards, Pipeline
-from responder.delivery.webhook import WebhookSink
+from responder.delivery.webhook import REPLY_CONNECTIONS, WebhookSink
 from responder.engine.answer import LiveSources
+from responder.logs import Throttle
 from responder.metrics import Metrics
 from responder.rules.store import RuleStore
 from responder.settings import AppOptions
@@ -39,6 +40,7 @@ def create_app(
     app[keys.OPTIONS] = options
     app[keys.METRICS] = metrics
     app[keys.READINESS] = {}
+    app[keys.LOG_THROTTLE] = Throttle()
     app.cleanup_ctx.append(_outbound)
     app.cleanup_ctx.append(_stream)
     if store.running.serves_http:
@@ -57,9 +59,15 @@ def guards_for(options: AppOptions) -> Guards:
 
 
 async def _outbound(app: web.Application) -> AsyncIterator[None]:
-    """One ClientSession (keep-alive) for sources and replies; pending replies drain on shutdown."""
+    """Keep-alive ClientSessions: one for sources and Stream mode, one of its own for replies, so
+    a slow data source can never hold the connection a reply waits for. Pending replies drain
+    on shutdown."""
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=100, ttl_dns_cache=300),
+        raise_for_status=False,
+    )
+    replies = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=REPLY_CONNECTIONS, ttl_dns_cache=300),
         raise_for_status=False,
     )
     store, options, metrics = app[keys.STORE], app[keys.OPTIONS], app[keys.METRICS]
@@ -69,12 +77,13 @@ async def _outbound(app: web.Application) -> AsyncIterator[None]:
     app[keys.HTTP] = session
     app[keys.SOURCES] = hub
     app[keys.PIPELINE] = pipeline
-    app[keys.WEBHOOK] = WebhookSink(session, clock=options.clock)
+    app[keys.WEBHOOK] = WebhookSink(replies, clock=options.clock)
     metrics.pending.set_function(lambda: pipeline.pending)
     yield
     await pipeline.drain(options.shutdown_grace_s)
     await hub.close()
     await session.close()
+    await replies.close()
 
 
 async def _stream(app: web.Application) -> AsyncIterator[None]:

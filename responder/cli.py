@@ -19,7 +19,8 @@ from responder.app import create_app
 from responder.authoring import explain, lint
 from responder.delivery.pipeline import Handled, answer_once
 from responder.engine.answer import Fixtures, LiveSources
-from responder.logs import setup_logging
+from responder.logs import LoggingHandle, setup_logging
+from responder.metrics import Metrics
 from responder.rules.load import load_rules
 from responder.rules.model import RulesError, RuleSet
 from responder.rules.store import RuleStore
@@ -98,6 +99,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     serve.add_argument("--log-file", type=Path, help="also write logs to this file, rotated by size")
+    serve.add_argument(
+        "--reload-settle",
+        type=float,
+        default=settings.DEFAULT_RELOAD_SETTLE_S,
+        metavar="SECONDS",
+        help="a reload waits until rules.yaml and its templates have not changed for this long "
+        f"(default {settings.DEFAULT_RELOAD_SETTLE_S:g}; 0 reads at once)",
+    )
     serve.add_argument(
         "--shutdown-grace",
         type=float,
@@ -249,7 +258,7 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         print(f"responder serve: cannot set up logging: {exc}", file=sys.stderr)
         return 1
     try:
-        return _serve_logged(args, environ)
+        return _serve_logged(args, environ, logging_handle)
     finally:
         logging_handle.close()
 
@@ -260,7 +269,7 @@ def _secrets(environ: Mapping[str, str]) -> list[str]:
     return [environ[name] for name in names if len(environ.get(name, "")) >= 6]
 
 
-def _serve_logged(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+def _serve_logged(args: argparse.Namespace, environ: Mapping[str, str], logging_handle: LoggingHandle) -> int:
     log.info("starting version=%s config=%s pid=%d", __version__, args.config, os.getpid())
     ruleset = _load(args, environ)
     if ruleset is None:
@@ -271,9 +280,11 @@ def _serve_logged(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return 1
     if not ruleset.dingtalk.policy.app_secrets and ruleset.dingtalk.connection.serves_http:
         log.warning("dev_mode_unsigned DEVELOPMENT MODE: callbacks are NOT authenticated (no app_secret)")
-    app = create_app(
-        RuleStore(ruleset, environ), AppOptions(dev=args.dev, shutdown_grace_s=args.shutdown_grace)
-    )
+    store = RuleStore(ruleset, environ, settle_s=args.reload_settle)
+    logging_handle.redact_also(ruleset.secrets)
+    store.subscribe(lambda new: logging_handle.redact_also(new.secrets))
+    options = AppOptions(dev=args.dev, shutdown_grace_s=args.shutdown_grace)
+    app = create_app(store, options, _metrics_for(logging_handle))
     if args.dev and is_loopback(args.host):
         add_playground(app)
         log.info("playground_enabled path=/-/playground/")
@@ -295,6 +306,13 @@ def _serve_logged(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     except OSError as exc:
         log.error("listen_failed error=%s", exc.strerror or exc)
         return 1
+
+
+def _metrics_for(logging_handle: LoggingHandle) -> Metrics:
+    metrics = Metrics()
+    metrics.log_records_lost.labels("queue_full").set_function(lambda: logging_handle.dropped)
+    metrics.log_records_lost.labels("write_failed").set_function(lambda: logging_handle.write_errors)
+    return metrics
 
 
 def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from responder.delivery.pipeline import Pipeline
 from responder.delivery.webhook import WebhookSink
+from responder.logs import Throttle
 from responder.metrics import Metrics
 from responder.rules.store import RuleStore
 from responder.settings import AppOptions
@@ -22,4 +23,6 @@ SOURCES = web.AppKey("sources", SourceHub)
 PIPELINE = web.AppKey("pipeline", Pipeline)
 WEBHOOK = web.AppKey("webhook", WebhookSink)
 # name -> is it ready? (the rules are loaded before serving; transports such as Stream add theirs)
+# Lines anyone can trigger (refused signatures) are rate-limited per app.
+LOG_THROTTLE = web.AppKey("log_throttle", Throttle)
 READINESS = web.AppKey("readiness", dict[str, Callable[[], bool]])

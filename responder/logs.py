@@ -15,7 +15,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from logging.handlers import QueueHandler, RotatingFileHandler
@@ -45,6 +45,32 @@ _JSON_UNSAFE = re.compile(f"[{_UNSAFE}]")
 _NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _COLOURS = {"DEBUG": "2", "INFO": "32", "WARNING": "33", "ERROR": "31", "CRITICAL": "1;31"}
 _STOP = object()
+
+
+MAX_LOGGED_CHARS = 200
+_BARE = re.compile(r"[A-Za-z0-9_.:/@+\-*]+")
+
+
+class quoted:
+    """A value from a message, made safe for `key=value` log lines, formatted only if the line is.
+
+    Cut to MAX_LOGGED_CHARS, and written as a Python string literal unless it is one plain word,
+    so a msgId of `a rule=admin reason='sent'` cannot pose as more fields.
+    """
+
+    __slots__ = ("_always", "_value")
+
+    def __init__(self, value: object, *, always: bool = False) -> None:
+        self._value = value
+        self._always = always
+
+    def __str__(self) -> str:
+        text = str(self._value)
+        if len(text) > MAX_LOGGED_CHARS:
+            text = text[:MAX_LOGGED_CHARS] + "…"
+        if not self._always and _BARE.fullmatch(text):
+            return text
+        return repr(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,21 +118,30 @@ class _StreamSink:
 
 
 class _RotatingFileSink(RotatingFileHandler):
-    """A size-rotated file; write errors (a full disk) are counted instead of printed."""
+    """A size-rotated file; a record it cannot write (a full disk) goes to `fallback` (stderr)
+    instead, and is counted."""
 
     def __init__(
-        self, path: Path, render: Callable[[logging.LogRecord], str], max_bytes: int, backups: int
+        self,
+        path: Path,
+        render: Callable[[logging.LogRecord], str],
+        max_bytes: int,
+        backups: int,
+        fallback: _Sink | None = None,
     ) -> None:
         # Opened now, not lazily, so a bad --log-file fails at startup with an OSError.
         super().__init__(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
         self.failures = 0
         self._render = render
+        self._fallback = fallback
 
     def format(self, record: logging.LogRecord) -> str:
         return self._render(record)
 
     def handleError(self, record: logging.LogRecord) -> None:
         self.failures += 1
+        if self._fallback is not None:
+            self._fallback.write(record)
 
     def close(self) -> None:
         try:
@@ -123,13 +158,13 @@ class _DroppingQueueHandler(QueueHandler):
 
     def __init__(self, records: queue.Queue[Any], redactor: Redactor) -> None:
         super().__init__(records)
-        self._redactor = redactor
+        self.redactor = redactor
         self._counts = threading.Lock()
         self._pending_drops = 0
         self.total_drops = 0
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        return _freeze(record, self._redactor)
+        return _freeze(record, self.redactor)
 
     def enqueue(self, record: logging.LogRecord) -> None:
         with self._counts:
@@ -185,9 +220,17 @@ class LoggingHandle:
     """What setup_logging installed on the root logger; close() flushes and removes it."""
 
     def __init__(
-        self, handler: _DroppingQueueHandler, writer: _Writer, sinks: Sequence[_Sink], level: int
+        self,
+        handler: _DroppingQueueHandler,
+        writer: _Writer,
+        sinks: Sequence[_Sink],
+        level: int,
+        secrets: Sequence[str] = (),
     ) -> None:
         self._handler = handler
+        self._base_secrets = tuple(secrets)
+        self._malformed = MalformedRequests()
+        logging.getLogger("aiohttp.server").addFilter(self._malformed)
         self._writer = writer
         self._sinks = tuple(sinks)
         self._previous_level = level
@@ -200,8 +243,13 @@ class LoggingHandle:
 
     @property
     def write_errors(self) -> int:
-        """Records a sink failed to write (OSError on a full disk, a closed stream, ...)."""
+        """Records a sink failed to write (OSError on a full disk, a closed stream, ...); a record
+        the log file could not take was written to stderr instead, if that worked."""
         return sum(sink.failures for sink in self._sinks)
+
+    def redact_also(self, values: Iterable[str]) -> None:
+        """Hide these values too, from now on (the ${VAR}s a rules file was loaded with)."""
+        self._handler.redactor = Redactor.for_secrets([*self._base_secrets, *values])
 
     def close(self, timeout_s: float = 5.0) -> bool:
         """Detach, write what is queued, stop the writer. False if the writer is stuck."""
@@ -210,6 +258,7 @@ class LoggingHandle:
         self._closed = True
         root = logging.getLogger()
         root.removeHandler(self._handler)
+        logging.getLogger("aiohttp.server").removeFilter(self._malformed)
         root.setLevel(self._previous_level)
         self._handler.flush_drop_report()
         if not self._writer.stop(timeout_s):
@@ -245,7 +294,7 @@ def setup_logging(
     writer = _Writer(records, sinks)
     writer.start()
     root = logging.getLogger()
-    handle = LoggingHandle(handler, writer, sinks, root.level)
+    handle = LoggingHandle(handler, writer, sinks, root.level, secrets)
     root.setLevel(levelno)
     root.addHandler(handler)
     return handle
@@ -268,14 +317,13 @@ def _make_sinks(
 ) -> list[_Sink]:
     if fmt not in ("json", "human"):
         raise ValueError(f"unknown log format {fmt!r}; use 'json' or 'human'")
-    sinks: list[_Sink] = []
-    if log_file is not None:
-        sinks.append(_RotatingFileSink(log_file, _renderer(fmt, False), max_bytes, backups))
-    if stream is not None or log_file is None:
-        out = stream if stream is not None else sys.stderr
-        use_colour = _is_tty(out) if colour is None else colour
-        sinks.append(_StreamSink(out, _renderer(fmt, use_colour)))
-    return sinks
+    out = stream if stream is not None else sys.stderr
+    use_colour = _is_tty(out) if colour is None else colour
+    terminal = _StreamSink(out, _renderer(fmt, use_colour))
+    if log_file is None:
+        return [terminal]
+    file_sink = _RotatingFileSink(log_file, _renderer(fmt, False), max_bytes, backups, fallback=terminal)
+    return [file_sink, terminal] if stream is not None else [file_sink]
 
 
 def _renderer(fmt: str, colour: bool) -> Callable[[logging.LogRecord], str]:
@@ -328,6 +376,54 @@ def _drop_report(count: int) -> logging.LogRecord:
     record = logging.LogRecord(log.name, logging.WARNING, __file__, 0, message, None, None)
     setattr(record, FIELDS_ATTR, MappingProxyType({}))
     return record
+
+
+class Throttle:
+    """At most one log line per key per `interval_s`; counts what it held back, for the next line.
+
+    For events anyone on the internet can cause at will (a refused signature, a malformed request):
+    the metrics count every one, the log gets a line now and then.
+    """
+
+    def __init__(self, interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval_s = interval_s
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def allow(self, key: str) -> int | None:
+        """None to stay quiet; else how many lines were held back since the last one."""
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self._interval_s:
+            self._held[key] = self._held.get(key, 0) + 1
+            return None
+        if len(self._last) >= 1024:  # keys are reasons or kinds, but never let them grow unbounded
+            self._last.clear()
+        self._last[key] = now
+        return self._held.pop(key, 0)
+
+
+class MalformedRequests(logging.Filter):
+    """aiohttp logs every malformed request (bad Content-Length, HTTP/2 preface, a header too
+    long) as an ERROR with a traceback; anyone can send those. Turn them into one warning line
+    every 10 s with a count."""
+
+    def __init__(self, throttle: Throttle | None = None) -> None:
+        super().__init__()
+        self._throttle = throttle or Throttle()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Error handling request"):
+            return True
+        held = self._throttle.allow("malformed")
+        if held is None:
+            return False
+        kind = type(record.exc_info[1]).__name__ if record.exc_info and record.exc_info[1] else "unknown"
+        record.msg, record.args = "request_malformed error=%s repeats=%d", (kind, held)
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info, record.exc_text = None, None
+        return True
 
 
 def format_timestamp(created: float) -> str:

@@ -81,6 +81,13 @@ class Metrics:
             ["sha256", "generation"],
             registry=r,
         )
+        self.log_records_lost = Gauge(
+            "responder_log_records_lost",
+            "Log records not written as asked, by reason: queue_full (dropped), write_failed (a "
+            "sink failed; a record the log file could not take was written to stderr instead).",
+            ["reason"],
+            registry=r,
+        )
         self.pending = Gauge("responder_replies_pending", "Messages being answered right now.", registry=r)
         self.stream_connected = Gauge(
             "responder_stream_connected", "1 while the Stream-mode WebSocket is up.", registry=r

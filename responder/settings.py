@@ -34,6 +34,8 @@ DEFAULT_MAX_CONNECTIONS = 1024  # open callback-port connections; more get 503 a
 DEFAULT_KEEPALIVE_TIMEOUT_S = 15.0
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_BODY_TIMEOUT_S = 10.0  # for the whole body, once the headers are in
+# A reload waits until rules.yaml and its templates have not changed for this long.
+DEFAULT_RELOAD_SETTLE_S = 1.0
 # DingTalk: 20 messages a minute, else errcode 130101 and the robot is throttled for 10 minutes
 # (dingtalk-protocol.md section 5). One extra second absorbs clock and network jitter.
 DINGTALK_SENDS_PER_MINUTE = 20

@@ -89,7 +89,9 @@ class Sink:
     server: TestServer | None = None
     received: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     answer: dict[str, Any] = field(default_factory=lambda: {"errcode": 0, "errmsg": "ok"})
+    status: int = 200
     count: int = 0
+    arrivals: int = 0  # requests that reached the handler, including those still held
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     hold: asyncio.Event | None = None  # when set, requests wait for it before being answered
 
@@ -103,6 +105,7 @@ class Sink:
 
     async def handle(self, request: web.Request) -> web.Response:
         raw = await request.read()
+        self.arrivals += 1
         self.arrived.set()
         if self.hold is not None:
             await self.hold.wait()
@@ -110,7 +113,7 @@ class Sink:
         await self.received.put(
             {"path": request.path, "query": dict(request.query), "headers": dict(request.headers), "raw": raw}
         )
-        return web.json_response(self.answer)
+        return web.json_response(self.answer, status=self.status)
 
     async def next(self, timeout: float = 5.0) -> dict[str, Any]:
         item = await asyncio.wait_for(self.received.get(), timeout)

@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from responder.digests import digest
+from responder.logs import quoted
 from responder.settings import DINGTALK_SENDS_PER_MINUTE, DINGTALK_WINDOW_S
 
 if TYPE_CHECKING:
@@ -68,7 +70,7 @@ class OutboundBudget:
         self._clock = clock
         self._sleep = sleep
         self._max_conversations = max_conversations
-        self._lanes: OrderedDict[str, _Lane] = OrderedDict()
+        self._lanes: OrderedDict[bytes, _Lane] = OrderedDict()
         self._robot_blocked_until = -math.inf
         self._last_backoff: tuple[str, float] | None = None
         self._last_sweep = -math.inf
@@ -107,7 +109,7 @@ class OutboundBudget:
             return
         lane.blocked_until = max(lane.blocked_until, until)
         previous, self._last_backoff = self._last_backoff, (conversation_id, until)
-        log.warning("outbound_backoff_started conversation=%s seconds=%.0f", conversation_id, seconds)
+        log.warning("outbound_backoff_started conversation=%s seconds=%.0f", quoted(conversation_id), seconds)
         if previous is not None and previous[0] != conversation_id and previous[1] > now:
             self.backoff_all(seconds)
 
@@ -141,13 +143,14 @@ class OutboundBudget:
 
     def _lane(self, conversation_id: str, now: float) -> _Lane | None:
         """The conversation's lane, created if there is room; None if memory is exhausted."""
-        lane = self._lanes.get(conversation_id)
+        key = digest(conversation_id)
+        lane = self._lanes.get(key)
         if lane is None:
             self._prune(now)
             if len(self._lanes) >= self._max_conversations:
                 return None
-            lane = self._lanes[conversation_id] = _Lane()
-        self._lanes.move_to_end(conversation_id)
+            lane = self._lanes[key] = _Lane()
+        self._lanes.move_to_end(key)
         return lane
 
     def _prune(self, now: float) -> None:

@@ -14,6 +14,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
+from responder.digests import digest
+from responder.logs import quoted
+
 log = logging.getLogger(__name__)
 
 DEFAULT_TTL_S = 15 * 60
@@ -83,8 +86,8 @@ class InMemoryLedger:
         self._clock = clock
         # Both maps hold msg_id -> expiry; one fixed duration per map keeps insertion order
         # equal to expiry order, so pruning only ever looks at the front.
-        self._in_flight: OrderedDict[str, float] = OrderedDict()
-        self._done: OrderedDict[str, float] = OrderedDict()
+        self._in_flight: OrderedDict[bytes, float] = OrderedDict()
+        self._done: OrderedDict[bytes, float] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._in_flight) + len(self._done)
@@ -96,13 +99,14 @@ class InMemoryLedger:
     async def claim(self, msg_id: str) -> Claim:
         now = self._clock()
         self._prune(now)
-        if msg_id in self._done:
+        key = digest(msg_id)
+        if key in self._done:
             return Claim.DONE
-        if msg_id in self._in_flight:
+        if key in self._in_flight:
             return Claim.IN_FLIGHT
         if not self._make_room():
             return Claim.OVERLOADED  # the caller logs the drop; logging here too would double it
-        self._in_flight[msg_id] = now + self._lease_s
+        self._in_flight[key] = now + self._lease_s
         return Claim.NEW
 
     async def complete(self, msg_id: str, outcome: str) -> None:
@@ -110,15 +114,16 @@ class InMemoryLedger:
             raise ValueError(f"outcome must be one of {sorted(OUTCOMES)}, not {outcome!r}")
         now = self._clock()
         self._prune(now)
-        self._in_flight.pop(msg_id, None)
-        self._done.pop(msg_id, None)
+        key = digest(msg_id)
+        self._in_flight.pop(key, None)
+        self._done.pop(key, None)
         if not self._make_room():
-            log.warning("message_completion_forgotten msg_id=%s reason=ledger_full", msg_id)
+            log.warning("message_completion_forgotten msg_id=%s reason=ledger_full", quoted(msg_id))
             return
-        self._done[msg_id] = now + self._ttl_s
+        self._done[key] = now + self._ttl_s
 
     async def release(self, msg_id: str) -> None:
-        self._in_flight.pop(msg_id, None)
+        self._in_flight.pop(digest(msg_id), None)
 
     def _make_room(self) -> bool:
         """Evict DONE entries, oldest first, until one more entry fits; False if none can."""

@@ -28,6 +28,7 @@ from responder.engine.answer import Answer, SourceAnswers, fetch_source, render_
 from responder.engine.cooldowns import Cooldowns
 from responder.engine.matching import first_admitted
 from responder.engine.rendering import sender_mention
+from responder.logs import quoted
 from responder.metrics import Metrics
 from responder.rules.model import Rule, RuleSet
 
@@ -50,6 +51,7 @@ class Handled:
     reason: str
     reply: Reply | None = None
     render_error: str = ""
+    retry: bool = False  # release the msgId, so DingTalk's redelivery is answered
 
 
 @dataclass(slots=True)
@@ -112,7 +114,7 @@ class Pipeline:
                 self._account(message, sink, Handled("dropped", None, "shutdown"), started)
                 raise
             except Exception:
-                log.exception("pipeline_failed msg_id=%s", message.msg_id)
+                log.exception("pipeline_failed msg_id=%s", quoted(message.msg_id))
                 handled = Handled("dropped", None, "internal_error")
             await self._settle(message, handled)
             return self._account(message, sink, handled, started)
@@ -151,18 +153,22 @@ class Pipeline:
         try:
             route = sink.route(message, ruleset)
         except Undeliverable as exc:
-            return dropped(answer, exc.reason)
+            # An expired session says nothing about the redelivery, which brings a fresh one.
+            return dropped(answer, exc.reason, retry=exc.reason == "webhook_expired")
         if not await self._guards.budget.acquire(message.conversation_id, route.deadline):  # budget
             return dropped(answer, "rate_limited")
         delivery = await route.send(answer.reply)  # sink
         if delivery.throttled:
             self._guards.budget.backoff(message.conversation_id)
-        return sent(answer) if delivery.ok else dropped(answer, delivery.reason)
+        if delivery.ok:
+            return sent(answer)
+        # Only a failure that certainly left nothing in the group may be tried again.
+        return dropped(answer, delivery.reason, retry=delivery.definite and not delivery.throttled)
 
     async def _settle(self, message: Message, handled: Handled) -> None:
-        """A delivery that failed on the way may succeed when DingTalk redelivers (with a fresh
+        """A delivery that definitely failed may succeed when DingTalk redelivers (with a fresh
         sessionWebhook), so its msgId is released; everything else is final."""
-        if handled.outcome == "dropped" and worth_retrying(handled.reason):
+        if handled.retry:
             await self._guards.claims.release(message.msg_id)
         else:
             await self._guards.claims.complete(message.msg_id, handled.outcome)
@@ -172,11 +178,11 @@ class Pipeline:
         level = logging.WARNING if handled.outcome == "dropped" else logging.INFO
         log.log(
             level,
-            "reply_%s msg_id=%s rule=%s reason=%r via=%s latency_ms=%.1f",
+            "reply_%s msg_id=%s rule=%s reason=%s via=%s latency_ms=%.1f",
             handled.outcome,
-            message.msg_id,
+            quoted(message.msg_id),
             handled.rule,
-            handled.reason,
+            quoted(handled.reason, always=True),
             sink.name,
             latency_ms,
         )
@@ -220,18 +226,9 @@ def skipped(answer: Answer) -> Handled:
     return Handled("skipped", answer.rule, answer.reason, None, answer.render_error)
 
 
-def dropped(answer: Answer, reason: str) -> Handled:
-    return Handled("dropped", answer.rule, reason, answer.reply, answer.render_error)
+def dropped(answer: Answer, reason: str, *, retry: bool = False) -> Handled:
+    return Handled("dropped", answer.rule, reason, answer.reply, answer.render_error, retry=retry)
 
 
 def unanswered(message: Message) -> str:
     return "non-text message and no non_text rule" if not message.is_text else "no rule matched"
-
-
-RETRYABLE_REASONS = ("http_", "connection_error", "timeout", "bad_answer", "errcode_", "webhook_expired")
-
-
-def worth_retrying(reason: str) -> bool:
-    if reason == "errcode_130101":  # throttled: a retry would only be throttled again
-        return False
-    return reason.startswith(RETRYABLE_REASONS)

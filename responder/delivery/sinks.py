@@ -36,6 +36,8 @@ class Delivery:
     ok: bool
     reason: str = ""
     errcode: int | None = None
+    # False when the reply may have arrived although we saw a failure (see webhook.post_reply).
+    definite: bool = True
 
     @property
     def throttled(self) -> bool:

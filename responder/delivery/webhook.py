@@ -20,6 +20,8 @@ from responder.dingtalk import Message, Reply, dumps, encode_reply
 from responder.rules.model import RuleSet
 
 SESSION_PATH = "/robot/sendBySession"
+CONNECT_TIMEOUT_S = 10.0  # waiting for a pooled connection, or opening one
+REPLY_CONNECTIONS = 256  # the reply pool's size; sources have their own
 MAX_ANSWER_BYTES = 64 * 1024
 # A message without an expiry (Stream mode always has one) may wait this long for a send slot.
 NO_EXPIRY_WAIT_S = 60.0
@@ -91,32 +93,50 @@ def _parse_origin(origin: str) -> tuple[str, str, int | None]:
 async def post_reply(
     session: aiohttp.ClientSession, url: URL, body: dict[str, Any], timeout_s: float
 ) -> Delivery:
-    """POST `body`; success means HTTP 200 with errcode 0. Never follows redirects."""
+    """POST `body`; success means HTTP 200 with errcode 0. Never follows redirects.
+
+    `timeout_s` counts from when the request is on the wire; getting a connection (a pooled one,
+    or a new one) has its own CONNECT_TIMEOUT_S. A failure is *definite* when DingTalk cannot have
+    the reply (no connection, a 4xx, an errcode), and *ambiguous* when it may (a timeout or a reset
+    after the request was written, a 5xx, an unreadable answer): a redelivery is then not
+    answered again, because the reply may already be in the group.
+    """
+    timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_S, sock_read=timeout_s)
     try:
         async with session.post(
             url,
             data=dumps(body),
             headers={"Content-Type": "application/json; charset=utf-8", "Accept": "application/json"},
             allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=timeout_s),
+            timeout=timeout,
         ) as response:
+            if response.status >= 500:
+                return ambiguous(f"http_{response.status}")
             if response.status != 200:
                 return Delivery(False, f"http_{response.status}")
             return _read_errcode(await response.content.read(MAX_ANSWER_BYTES))
-    except TimeoutError:
-        return Delivery(False, "timeout")
-    except (aiohttp.ClientError, asyncio.IncompleteReadError, OSError) as exc:
+    except aiohttp.ConnectionTimeoutError:
+        return Delivery(False, "connect_timeout")
+    except aiohttp.ClientConnectorError as exc:
         return Delivery(False, f"connection_error:{type(exc).__name__}")
+    except TimeoutError:
+        return ambiguous("timeout")
+    except (aiohttp.ClientError, asyncio.IncompleteReadError, OSError) as exc:
+        return ambiguous(f"connection_lost:{type(exc).__name__}")
+
+
+def ambiguous(reason: str) -> Delivery:
+    return Delivery(False, f"ambiguous_{reason}", definite=False)
 
 
 def _read_errcode(raw: bytes) -> Delivery:
     try:
         answer = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        return Delivery(False, "bad_answer")
+        return ambiguous("bad_answer")
     errcode = answer.get("errcode") if isinstance(answer, dict) else None
     if errcode == 0:
         return Delivery(True, errcode=0)
     if isinstance(errcode, int):
         return Delivery(False, f"errcode_{errcode}", errcode)
-    return Delivery(False, "bad_answer")
+    return ambiguous("bad_answer")

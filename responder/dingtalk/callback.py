@@ -12,6 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 MAX_JSON_DEPTH = 32
+# Identifiers DingTalk sends are 20-60 bytes; these caps leave room and bound what a forged body
+# can make every map, log line and metric hold.
+MAX_ID_BYTES = 256
+MAX_NAME_BYTES = 512  # nicks and group titles, up to ~170 CJK characters
+MAX_URL_BYTES = 2048
 
 
 class MessageError(ValueError):
@@ -82,7 +87,9 @@ def parse_message(body: bytes) -> Message:
     if _nesting_depth(text) > MAX_JSON_DEPTH:
         raise MessageError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        payload = json.loads(text)
+        payload = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
+    except DuplicateKeyError as exc:
+        raise MessageError(f"duplicate key {exc.key!r} in the JSON body") from None
     except json.JSONDecodeError as exc:
         raise MessageError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
@@ -104,20 +111,20 @@ def message_from_dict(payload: Mapping[str, Any]) -> Message:
     if conversation_type not in ("1", "2"):
         raise MessageError('conversationType must be "1" (private) or "2" (group)')
     return Message(
-        msg_id=fields.string("msgId", required=True),
+        msg_id=fields.string("msgId", required=True, max_bytes=MAX_ID_BYTES),
         msgtype=msgtype,
         text=text,
-        conversation_id=fields.string("conversationId"),
+        conversation_id=fields.string("conversationId", max_bytes=MAX_ID_BYTES),
         is_group=conversation_type == "2",
-        conversation_title=fields.string("conversationTitle"),
-        sender_nick=fields.string("senderNick"),
-        sender_staff_id=fields.string("senderStaffId"),
-        sender_id=fields.string("senderId"),
+        conversation_title=fields.string("conversationTitle", max_bytes=MAX_NAME_BYTES),
+        sender_nick=fields.string("senderNick", max_bytes=MAX_NAME_BYTES),
+        sender_staff_id=fields.string("senderStaffId", max_bytes=MAX_ID_BYTES),
+        sender_id=fields.string("senderId", max_bytes=MAX_ID_BYTES),
         is_admin=fields.boolean("isAdmin"),
-        session_webhook=fields.string("sessionWebhook"),
+        session_webhook=fields.string("sessionWebhook", max_bytes=MAX_URL_BYTES),
         session_webhook_expires_ms=fields.integer("sessionWebhookExpiredTime"),
         created_ms=fields.integer("createAt"),
-        robot_code=fields.string("robotCode"),
+        robot_code=fields.string("robotCode", max_bytes=MAX_ID_BYTES),
     )
 
 
@@ -127,7 +134,7 @@ class _Fields:
     def __init__(self, payload: Mapping[str, Any]) -> None:
         self._payload = payload
 
-    def string(self, name: str, *, required: bool = False) -> str:
+    def string(self, name: str, *, required: bool = False, max_bytes: int | None = None) -> str:
         value = self._payload.get(name)
         if value is None:
             if required:
@@ -138,6 +145,8 @@ class _Fields:
         if _SURROGATE.search(value):
             # JSON allows "\ud800"; such text could never be sent back as UTF-8.
             raise MessageError(f"field {name!r} contains an unpaired surrogate")
+        if max_bytes is not None and len(value) * 4 > max_bytes and len(value.encode()) > max_bytes:
+            raise MessageError(f"field {name!r} is longer than {max_bytes} bytes")
         return value
 
     def boolean(self, name: str) -> bool:
@@ -164,6 +173,25 @@ class _Fields:
         if not isinstance(value, dict):
             raise MessageError(f"field {name!r} must be an object")
         return value
+
+
+class DuplicateKeyError(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json.loads keeps the last of two equal keys silently; a body with two `msgId`s (or two
+    sessionWebhooks) is ambiguous, so it is refused."""
+    mapping = dict(pairs)
+    if len(mapping) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKeyError(key)
+            seen.add(key)
+    return mapping
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

@@ -22,6 +22,11 @@ class SignatureError(Exception):
         self.reason = reason
 
 
+def _repeated(headers: Mapping[str, str], name: str) -> bool:
+    getall = getattr(headers, "getall", None)  # multidicts (aiohttp) keep every copy of a header
+    return getall is not None and len(getall(name, ())) > 1
+
+
 def sign(secret: str, timestamp: str) -> str:
     """Base64(HMAC-SHA256(secret, timestamp + "\\n" + secret)), the callback `sign` header."""
     string_to_sign = f"{timestamp}\n{secret}".encode()
@@ -38,6 +43,8 @@ def verify_signature(headers: Mapping[str, str], secrets: Sequence[str], now_ms:
     signature = headers.get("sign")
     if timestamp is None or signature is None:
         raise SignatureError("missing_header")
+    if _repeated(headers, "timestamp") or _repeated(headers, "sign"):
+        raise SignatureError("duplicate_header")  # which one would a proxy have checked?
     if not _TIMESTAMP.fullmatch(timestamp):
         raise SignatureError("malformed_timestamp")
     skew = int(timestamp) - now_ms

@@ -14,6 +14,7 @@ from typing import Protocol
 from responder.dingtalk import Message, Reply
 from responder.engine.matching import Match
 from responder.engine.rendering import RenderError, build_context, render
+from responder.logs import quoted
 from responder.rules.model import Rule, RuleSet
 from responder.sources import SourceHub
 from responder.sources.base import SourceCall, SourceResult
@@ -77,10 +78,10 @@ def render_answer(
     context = build_context(match, message, source, ruleset.catalogue, now)
     try:
         reply = render(rule.reply, context, message)
-    except Exception as exc:
-        error = str(exc) if isinstance(exc, RenderError) else f"{type(exc).__name__}: {exc}"
-        log.warning("render_failed rule=%s error=%s", rule.name, error)
-        return Answer(
-            rule.name, Reply(msgtype="text", text=RENDER_FAILED_TEXT), f"render failed: {error}", error
+    except RenderError as exc:
+        log.warning(
+            "render_failed rule=%s reason=%s error=%s", rule.name, exc.reason, quoted(exc, always=True)
         )
+        apology = Reply(msgtype="text", text=RENDER_FAILED_TEXT)
+        return Answer(rule.name, apology, f"render failed: {exc}", str(exc))
     return Answer(rule.name, reply, match.reason)

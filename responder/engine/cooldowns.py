@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from responder.digests import digest
+
 if TYPE_CHECKING:
     from responder.dingtalk import Message
 
@@ -62,7 +64,7 @@ class Cooldowns:
         # One ordered map per (rule, cooldown): a fixed window keeps last-hit order equal to
         # expiry order, so pruning only looks at each map's front. A reload that changes a
         # rule's cooldown starts fresh counters; the old ones expire.
-        self._buckets: dict[tuple[str, Cooldown], OrderedDict[str, deque[float]]] = {}
+        self._buckets: dict[tuple[str, Cooldown], OrderedDict[bytes, deque[float]]] = {}
         self._size = 0
 
     def __len__(self) -> int:
@@ -73,18 +75,18 @@ class Cooldowns:
         now = self._clock()
         self._prune(now)
         bucket = self._buckets.setdefault((rule_name, cooldown), OrderedDict())
-        key = "" if cooldown.per == "global" else key
-        hits = bucket.get(key)
+        counter = digest("" if cooldown.per == "global" else key)
+        hits = bucket.get(counter)
         if hits is None:
             self._make_room()
-            hits = bucket[key] = deque(maxlen=cooldown.max_hits)
+            hits = bucket[counter] = deque(maxlen=cooldown.max_hits)
             self._size += 1
         while hits and hits[0] <= now - cooldown.seconds:
             hits.popleft()
         if len(hits) >= cooldown.max_hits:
             return False
         hits.append(now)
-        bucket.move_to_end(key)
+        bucket.move_to_end(counter)
         return True
 
     def notice_due(self, rule_name: str, cooldown: Cooldown, key: str) -> bool:

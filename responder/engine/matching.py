@@ -214,8 +214,12 @@ def _try(rule: T, text: str) -> Match[T] | None:
     if trigger.kind == "command":
         for command in trigger.words:
             if folded == command or folded.startswith(command + " "):
-                rest = text[len(command) + 1 :]
-                said = text[: len(command)]
+                # Split the original text by words, not by the folded command's length: folding
+                # can change a word's length (`İ` lower-cases to two characters).
+                words = command.count(" ") + 1
+                parts = text.split(" ", words)
+                rest = parts[words] if len(parts) > words else ""
+                said = " ".join(parts[:words])
                 return Match(rule, text, tuple(rest.split()), rest, reason=f"command {said!r}")
     if trigger.kind in ("regex", "contains") and trigger.pattern is not None:
         found = trigger.pattern.search(text)

@@ -2,6 +2,7 @@
 
 Message text, sender names and source data only ever enter templates as context values; they are
 never compiled. The reply is assembled as a Reply value from rendered strings, never as JSON text.
+Every reply renders within one Budget (engine/sandbox.py): its output and time are bounded.
 """
 
 from __future__ import annotations
@@ -9,25 +10,31 @@ from __future__ import annotations
 import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from responder import __version__
 from responder.dingtalk import Button, FeedLink, Mention, Message, Reply
 from responder.engine.matching import Match, Matchable
+from responder.engine.sandbox import Budget, BudgetedSandbox, RenderBudgetExceeded
 from responder.sources.base import SourceResult
+
+MAX_URL_BYTES = 4096
 
 
 class RenderError(Exception):
-    """A template failed at render time (undefined variable, sandbox violation, bad filter)."""
+    """A template failed at render time. `reason` is `budget` (output, time or a value too large
+    to build) or `error` (an undefined variable, a sandbox refusal, recursion, a bad filter)."""
+
+    def __init__(self, message: str, reason: str = "error") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
-def make_environment(templates_dir: Path) -> ImmutableSandboxedEnvironment:
-    return ImmutableSandboxedEnvironment(
-        loader=jinja2.FileSystemLoader(templates_dir),
+def make_environment(loader: jinja2.BaseLoader) -> BudgetedSandbox:
+    return BudgetedSandbox(
+        loader=loader,
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         trim_blocks=True,
@@ -99,18 +106,39 @@ def build_context(
     }
 
 
-def render(template: ReplyTemplate, context: Mapping[str, Any], message: Message) -> Reply:
-    """Render every part of the reply. Raises RenderError with the template's own message."""
+def render(
+    template: ReplyTemplate, context: Mapping[str, Any], message: Message, budget: Budget | None = None
+) -> Reply:
+    """Render every part of the reply within one budget. Raises RenderError."""
     source = context.get("source")
     body = template.body
     if template.on_error is not None and isinstance(source, SourceResult) and not source.ok:
         body = template.on_error
+    environment = _environment_of(template)
+    if environment is None:
+        return _assemble(template, body, context, message)
+    try:
+        with environment.spending(budget or Budget()):
+            return _assemble(template, body, context, message)
+    except RenderBudgetExceeded as exc:  # also raised by the interval timer, outside _render
+        raise RenderError(str(exc), reason="budget") from exc
+
+
+def _environment_of(template: ReplyTemplate) -> BudgetedSandbox | None:
+    parts = [template.body, template.title, template.url, *(link.title for link in template.links)]
+    found = next((part.environment for part in parts if part is not None), None)
+    return found if isinstance(found, BudgetedSandbox) else None
+
+
+def _assemble(
+    template: ReplyTemplate, body: jinja2.Template | None, context: Mapping[str, Any], message: Message
+) -> Reply:
     return Reply(
         msgtype=template.msgtype,
         text=_render(body, context),
         title=_render(template.title, context),
-        url=_render(template.url, context),
-        picture=_render(template.picture, context),
+        url=_render_url(template.url, context),
+        picture=_render_url(template.picture, context),
         single_button=_button(template.single_button, context),
         buttons=tuple(b for b in (_button(t, context) for t in template.buttons) if b),
         horizontal_buttons=template.horizontal_buttons,
@@ -129,23 +157,37 @@ def sender_mention(message: Message) -> Mention | None:
 def _render(template: jinja2.Template | None, context: Mapping[str, Any]) -> str:
     if template is None:
         return ""
+    environment = template.environment
     try:
+        if isinstance(environment, BudgetedSandbox):
+            return environment.render(template, context).strip()
         return template.render(context).strip()
-    except jinja2.TemplateError as exc:
-        raise RenderError(f"{type(exc).__name__}: {exc}") from exc
-    except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
+    except RenderBudgetExceeded as exc:
+        raise RenderError(str(exc), reason="budget") from exc
+    except RecursionError as exc:
+        raise RenderError("RecursionError: the template calls itself too deeply") from exc
+    except Exception as exc:  # a template must never leave a message unanswered
         raise RenderError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _button(template: ButtonTemplate | None, context: Mapping[str, Any]) -> Button | None:
     if template is None:
         return None
-    return Button(_render(template.title, context), _render(template.url, context))
+    return Button(_render(template.title, context), _render_url(template.url, context))
 
 
 def _link(template: LinkTemplate, context: Mapping[str, Any]) -> FeedLink:
     return FeedLink(
         _render(template.title, context),
-        _render(template.url, context),
-        _render(template.picture, context),
+        _render_url(template.url, context),
+        _render_url(template.picture, context),
     )
+
+
+def _render_url(template: jinja2.Template | None, context: Mapping[str, Any]) -> str:
+    """URLs are never cut to fit a reply (a cut URL opens the wrong page), so they are bounded
+    here: a URL that echoes a long message is a render failure, not an oversized reply."""
+    url = _render(template, context)
+    if len(url.encode()) > MAX_URL_BYTES:
+        raise RenderError(f"a URL longer than {MAX_URL_BYTES} bytes ({len(url.encode())})", reason="budget")
+    return url

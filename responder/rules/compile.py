@@ -22,6 +22,7 @@ from responder.engine.rendering import ButtonTemplate, LinkTemplate, ReplyTempla
 from responder.rules import schema, yamldoc
 from responder.rules.model import MATCH_KINDS, Rule, RulesError, RuleSet
 from responder.rules.problems import Problem
+from responder.rules.templates import TemplateFileError, TemplateFiles
 from responder.settings import Connection, DingTalkSettings, Policy
 from responder.sources import SourceConfigError, compile_source
 from responder.sources.base import SourceSpec
@@ -52,7 +53,7 @@ class _Compiler:
         self.doc = doc
         self.data = data
         self.templates = path.parent / "templates"
-        self.env = make_environment(self.templates)
+        self.env = make_environment(TemplateFiles(self.templates))
         self.problems: list[Problem] = []
 
     def run(self, sha256: str) -> RuleSet:
@@ -247,22 +248,36 @@ class _TemplateCompiler:
             return self.owner.env.from_string(source)
         except jinja2.TemplateSyntaxError as exc:
             self.inline_problem(path, exc)
-            return None
+        except Exception as exc:  # e.g. `{{ 10**5000 }}`: Jinja folds the constant, then repr fails
+            self.owner.problem((*self.at, *path), f"{self.label}{_cannot_compile(exc)}")
+        return None
 
     def file(self, key: str) -> jinja2.Template | None:
         name = self.spec.get(key)
         if name is None:
+            return None
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            self.owner.problem(
+                (*self.at, key), f"{self.label}template {name!r} must name a file inside templates/"
+            )
             return None
         try:
             return self.owner.env.get_template(name)
         except jinja2.TemplateSyntaxError as exc:
             where = exc.filename or str(self.owner.templates / name)
             self.owner.problems.append(Problem(where, exc.lineno, 1, f"{self.label}{exc.message}"))
+        except TemplateFileError as exc:
+            self.owner.problems.append(
+                Problem(exc.filename, exc.line, exc.column, f"{self.label}{exc.reason}")
+            )
         except jinja2.TemplateNotFound:
             self.owner.problem(
                 (*self.at, key),
                 f"{self.label}template file {name!r} not found in {self.owner.templates}",
             )
+        except Exception as exc:
+            where = str(self.owner.templates / name)
+            self.owner.problems.append(Problem(where, 1, 1, f"{self.label}{_cannot_compile(exc)}"))
         return None
 
     def button(self, path: yamldoc.Path, spec: Mapping[str, str] | None) -> ButtonTemplate | None:
@@ -298,6 +313,10 @@ class _TemplateCompiler:
         except jinja2.TemplateSyntaxError as exc:
             return exc.lineno
         return None
+
+
+def _cannot_compile(exc: Exception) -> str:
+    return f"cannot compile this template: {type(exc).__name__}: {exc}"
 
 
 def _cooldown(given: Mapping[str, Any] | None) -> Cooldown | None:

@@ -8,7 +8,7 @@ import hashlib
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +75,46 @@ def read_stable(
             return current.data
         previous = current
     raise FileUnstableError(path, f"still changing after {attempts} re-reads {settle_s:g} s apart")
+
+
+FUTURE_MTIME_SLACK_S = 2.0
+
+
+def wait_until_settled(
+    paths: Sequence[Path],
+    settle_s: float,
+    *,
+    max_wait_s: float = 30.0,
+    wall_clock: Callable[[], float] = time.time,
+    wait: Callable[[float], None] = time.sleep,
+) -> None:
+    """Return once none of `paths` was modified in the last `settle_s` seconds.
+
+    An editor or `cp` writing the file in pieces keeps moving its mtime; a reload that read it
+    mid-write would load part of it. Saving by atomic rename (write a temporary file, then
+    `mv` it over) is the only full guarantee; this window catches writers that pause less than
+    `settle_s` between writes. Raises FileUnstableError after `max_wait_s`. Missing files are
+    skipped (the read that follows reports them).
+    """
+    deadline = wall_clock() + max_wait_s
+    while True:
+        now = wall_clock()
+        # An mtime in the future (a skewed clock, `touch -d`) says nothing about a writer now.
+        recent = [m for m in (_mtime(path) for path in paths) if m <= now + FUTURE_MTIME_SLACK_S]
+        quiet_for = now - max(recent, default=0.0)
+        if quiet_for >= settle_s:
+            return
+        if wall_clock() + (settle_s - quiet_for) > deadline:
+            where = paths[0] if paths else Path(".")
+            raise FileUnstableError(where, f"still being written after {max_wait_s:g} s")
+        wait(settle_s - quiet_for)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _read_once(path: Path, max_bytes: int) -> _Snapshot:

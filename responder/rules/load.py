@@ -9,16 +9,26 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from responder.rules import schema, yamldoc
 from responder.rules.compile import compile_ruleset
-from responder.rules.files import FileReadError, FileTooLargeError, read_stable
+from responder.rules.files import (
+    FileReadError,
+    FileTooLargeError,
+    FileUnstableError,
+    read_stable,
+    wait_until_settled,
+)
 from responder.rules.model import RulesError, RuleSet
 from responder.rules.problems import Problem
 
 MAX_RULES_BYTES = 1024 * 1024
+# Shorter interpolated values (a port, `true`) are left in messages: hiding them would hide
+# the message itself, and they are not secrets.
+MIN_SCRUBBED_CHARS = 4
 _ENV_REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -26,8 +36,28 @@ def templates_dir(rules_path: Path) -> Path:
     return rules_path.parent / "templates"
 
 
-def load_rules(path: Path, environ: Mapping[str, str], *, content: bytes | None = None) -> RuleSet:
-    """Load and compile `path` (or `content`, already read from it). Raises RulesError."""
+def load_rules(
+    path: Path, environ: Mapping[str, str], *, content: bytes | None = None, settle_s: float = 0.0
+) -> RuleSet:
+    """Load and compile `path` (or `content`, already read from it). Raises RulesError, and
+    nothing else: whatever goes wrong is a problem report, never a traceback.
+
+    `settle_s` > 0 (reloads) first waits until neither the file nor a template has changed for
+    that long, so a file still being written is not loaded half-way.
+    """
+    substituted: set[str] = set()
+    try:
+        if settle_s > 0:
+            _settle(path, settle_s)
+        return _load(path, environ, content, substituted)
+    except RulesError as exc:
+        raise RulesError([_scrubbed(p, substituted) for p in exc.problems]) from None
+    except Exception as exc:  # a bug of ours or a library's: still a report, and the next reload runs
+        problem = Problem(str(path), 1, 1, f"cannot load: {type(exc).__name__}: {exc}")
+        raise RulesError([_scrubbed(problem, substituted)]) from exc
+
+
+def _load(path: Path, environ: Mapping[str, str], content: bytes | None, substituted: set[str]) -> RuleSet:
     name = str(path)
     raw = _read(path) if content is None else content
     if len(raw) > MAX_RULES_BYTES:
@@ -44,10 +74,33 @@ def load_rules(path: Path, environ: Mapping[str, str], *, content: bytes | None 
     problems = [_at(name, p) for p in schema.validate(doc)]
     if problems:
         raise RulesError(problems)
-    data, env_problems = interpolate(doc, environ)
-    if env_problems:
-        raise RulesError([_at(name, p) for p in env_problems])
-    return compile_ruleset(path, doc, data, content_sha256(raw, templates_dir(path)), text)
+    interpolated = interpolate(doc, environ)
+    substituted.update(interpolated.values)
+    if interpolated.problems:
+        raise RulesError([_at(name, p) for p in interpolated.problems])
+    sha256 = content_sha256(raw, templates_dir(path))
+    ruleset = compile_ruleset(path, doc, interpolated.data, sha256, text)
+    return replace(ruleset, secrets=interpolated.values)
+
+
+def _settle(path: Path, settle_s: float) -> None:
+    try:
+        wait_until_settled([path, *_template_files(templates_dir(path))], settle_s)
+    except FileUnstableError as exc:
+        raise RulesError([Problem(str(path), 1, 1, f"not loaded: {exc.reason}")]) from None
+
+
+def _template_files(templates: Path) -> list[Path]:
+    return [t for t in sorted(templates.rglob("*")) if t.is_file()] if templates.is_dir() else []
+
+
+def _scrubbed(problem: Problem, values: set[str]) -> Problem:
+    """`problem` with every interpolated value (a token, a password) replaced by `***`."""
+    message, detail = problem.message, problem.detail
+    for value in sorted(values, key=len, reverse=True):
+        if len(value) >= MIN_SCRUBBED_CHARS:
+            message, detail = message.replace(value, "***"), detail.replace(value, "***")
+    return replace(problem, message=message, detail=detail)
 
 
 def _read(path: Path) -> bytes:
@@ -70,56 +123,63 @@ def content_sha256(raw: bytes, templates: Path) -> str:
     return digest.hexdigest()
 
 
-def interpolate(
-    doc: yamldoc.YamlDocument, environ: Mapping[str, str]
-) -> tuple[dict[str, Any], list[yamldoc.YamlProblem]]:
+@dataclass(frozen=True, slots=True)
+class Interpolated:
+    """`data` with ${VAR}s replaced, the problems found, and the values put in (to keep them
+    out of every message: a `${TOKEN}` inside a URL must not come back in an error about it)."""
+
+    data: dict[str, Any]
+    problems: list[yamldoc.YamlProblem]
+    values: frozenset[str]
+
+
+def interpolate(doc: yamldoc.YamlDocument, environ: Mapping[str, str]) -> Interpolated:
     """Replace ${VAR} and ${VAR:-default} in the dingtalk and sources sections ($$ is a `$`).
 
-    Templates are left alone: they are Jinja2 and may contain a literal `${`. Values never appear
-    in problems, only variable names, so secrets stay out of error output.
+    Templates are left alone: they are Jinja2 and may contain a literal `${`. Problems name only
+    variables, never values.
     """
-    problems: list[yamldoc.YamlProblem] = []
+    substitution = _Substitution(doc, environ)
     data = dict(doc.data)
     for section in ("dingtalk", "sources"):
         if section in data:
-            data[section] = _substitute(data[section], (section,), doc, environ, problems)
-    return data, problems
+            data[section] = substitution.apply(data[section], (section,))
+    return Interpolated(data, substitution.problems, frozenset(substitution.values))
 
 
-def _substitute(
-    value: Any,
-    path: yamldoc.Path,
-    doc: yamldoc.YamlDocument,
-    environ: Mapping[str, str],
-    problems: list[yamldoc.YamlProblem],
-) -> Any:
-    if isinstance(value, dict):
-        return {k: _substitute(v, (*path, k), doc, environ, problems) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute(v, (*path, i), doc, environ, problems) for i, v in enumerate(value)]
-    if not isinstance(value, str):
-        return value
+class _Substitution:
+    def __init__(self, doc: yamldoc.YamlDocument, environ: Mapping[str, str]) -> None:
+        self.doc = doc
+        self.environ = environ
+        self.problems: list[yamldoc.YamlProblem] = []
+        self.values: set[str] = set()
 
-    def where() -> str:
-        return ".".join(str(p) for p in path)
+    def apply(self, value: Any, path: yamldoc.Path) -> Any:
+        if isinstance(value, dict):
+            return {k: self.apply(v, (*path, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.apply(v, (*path, i)) for i, v in enumerate(value)]
+        if not isinstance(value, str):
+            return value
+        return _ENV_REFERENCE.sub(lambda found: self._value(found, path), value)
 
-    def replace(found: re.Match[str]) -> str:
+    def _value(self, found: re.Match[str], path: yamldoc.Path) -> str:
         if found.group() == "$$":
             return "$"
         name, default = found.group(1), found.group(2)
-        if name in environ and not _is_utf8(environ[name]):
-            problems.append(yamldoc.YamlProblem(doc.position(path), f"{where()}: {name} is not valid UTF-8"))
-            return ""
-        if name in environ:
-            return environ[name]
+        if name in self.environ and not _is_utf8(self.environ[name]):
+            return self._problem(path, f"{name} is not valid UTF-8")
+        if name in self.environ:
+            self.values.add(self.environ[name])
+            return self.environ[name]
         if default is not None:
             return default
-        problems.append(
-            yamldoc.YamlProblem(doc.position(path), f"{where()}: environment variable {name} is not set")
-        )
-        return ""
+        return self._problem(path, f"environment variable {name} is not set")
 
-    return _ENV_REFERENCE.sub(replace, value)
+    def _problem(self, path: yamldoc.Path, message: str) -> str:
+        where = ".".join(str(p) for p in path)
+        self.problems.append(yamldoc.YamlProblem(self.doc.position(path), f"{where}: {message}"))
+        return ""
 
 
 def _is_utf8(value: str) -> bool:

@@ -55,6 +55,8 @@ class RuleSet:
     catalogue: tuple[Mapping[str, Any], ...] = field(repr=False)
     # The text it was compiled from: `check` re-reads positions and examples from it, not the disk.
     text: str = field(default="", repr=False)
+    # Values ${VAR}s put into the settings: logs and reports must never show them.
+    secrets: frozenset[str] = field(default=frozenset(), repr=False)
 
     def rule(self, name: str) -> Rule | None:
         return next((r for r in self.rules if r.name == name), None)

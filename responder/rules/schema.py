@@ -121,6 +121,10 @@ def _describe(doc: YamlDocument, error: ValidationError, path: DataPath) -> str:
         return f"{where}unknown key {extra[0]!r}; allowed keys: {', '.join(allowed)}"
     if error.validator == "oneOf":
         return where + _explain_one_of(error)
+    if _may_hold_secrets(path) and error.validator not in ("required",):
+        return where + _value_free(error)
+    if error.validator == "maxLength":  # the value itself may be long, or secret: never echo it
+        return f"{where}longer than {error.validator_value} characters"
     if error.validator == "required":
         return f"{where}{error.message.replace(' is a required property', '')} is required"
     return f"{where}{error.message}"
@@ -163,8 +167,28 @@ def _retyped_scalar(doc: YamlDocument, error: ValidationError, path: DataPath) -
     if node is None or not is_plain_scalar(node) or isinstance(error.instance, str):
         return None
     kind = _yaml_type_name(error.instance)
+    if _may_hold_secrets(path):
+        return f"YAML reads this unquoted value as {kind.split(' ', 2)[1]}; write it in quotes"
     quoted = json.dumps(node.value, ensure_ascii=False)
     return f"YAML reads the unquoted value {node.value!r} as {kind}; write it in quotes: {quoted}"
+
+
+def _may_hold_secrets(path: DataPath) -> bool:
+    """Secrets live in these sections (app_secret, source headers); errors there never echo values."""
+    return bool(path) and path[0] in ("dingtalk", "sources")
+
+
+def _value_free(error: ValidationError) -> str:
+    expected = error.validator_value
+    if error.validator == "type":
+        return f"must be {' or '.join(_as_list(expected))}"  # type: ignore[arg-type]
+    if error.validator == "enum":
+        return f"must be one of {', '.join(map(str, _as_list(expected)))}"
+    if error.validator == "pattern":
+        return f"must match {expected}"
+    if error.validator in ("minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum"):
+        return f"is outside the allowed range ({error.validator} {expected})"
+    return f"is not valid here ({error.validator})"
 
 
 def _yaml_type_name(value: object) -> str:

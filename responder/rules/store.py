@@ -9,19 +9,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from responder.logs import quoted
 from responder.metrics import Metrics
 from responder.rules.load import load_rules
 from responder.rules.model import RulesError, RuleSet
 from responder.rules.problems import Problem
+from responder.settings import DEFAULT_RELOAD_SETTLE_S
 
 log = logging.getLogger(__name__)
 
-Loader = Callable[[Path, Mapping[str, str]], RuleSet]
+Loader = Callable[..., RuleSet]  # (path, environ, *, settle_s=…) like load_rules
 Subscriber = Callable[[RuleSet], None]
 
 
@@ -76,8 +78,10 @@ class RuleStore:
         loader: Loader = load_rules,
         clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
+        settle_s: float = DEFAULT_RELOAD_SETTLE_S,
     ) -> None:
         self.current = ruleset
+        self.settle_s = settle_s
         self.running = ruleset.dingtalk.connection
         self._subscribers: list[Subscriber] = []
         self._environ = environ
@@ -102,27 +106,42 @@ class RuleStore:
         self._publish()
 
     async def reload(self) -> ReloadStatus:
-        """Load the file again off the event loop; swap on success, keep the old set on error."""
+        """Load the file again off the event loop; swap on success, keep the old set on error.
+
+        Never raises: whatever fails is recorded as a failed reload, so the next one runs.
+        """
         async with self._lock:
             attempted = self._clock()
             started = time.monotonic()
             try:
-                new = await asyncio.to_thread(self._loader, self.path, self._environ)
+                new = await asyncio.to_thread(self._load)
             except RulesError as exc:
-                log.error("rules_reload_failed problems=%d first=%r", len(exc.problems), str(exc.problems[0]))
-                self.status = replace(
-                    self.status,
-                    last_attempt_at=attempted,
-                    attempts=self.status.attempts + 1,
-                    last_ok=False,
-                    last_error=str(exc),
-                    problems=exc.problems,
-                    last_duration_s=time.monotonic() - started,
-                )
+                self.status = self._failed(exc.problems, attempted, started)
+            except Exception as exc:  # the loader promises RulesError; never let a bug kill reloads
+                log.exception("rules_reload_crashed")
+                problem = Problem(str(self.path), 1, 1, f"cannot load: {type(exc).__name__}")
+                self.status = self._failed((problem,), attempted, started)
             else:
                 self.status = replace(self._swap(new, attempted), last_duration_s=time.monotonic() - started)
             self._publish()
             return self.status
+
+    def _load(self) -> RuleSet:
+        if self.settle_s > 0:
+            return self._loader(self.path, self._environ, settle_s=self.settle_s)
+        return self._loader(self.path, self._environ)
+
+    def _failed(self, problems: Sequence[Problem], attempted: float, started: float) -> ReloadStatus:
+        log.error("rules_reload_failed problems=%d first=%s", len(problems), quoted(str(problems[0])))
+        return replace(
+            self.status,
+            last_attempt_at=attempted,
+            attempts=self.status.attempts + 1,
+            last_ok=False,
+            last_error="\n".join(str(p) for p in problems),
+            problems=tuple(problems),
+            last_duration_s=time.monotonic() - started,
+        )
 
     def _swap(self, new: RuleSet, attempted: float) -> ReloadStatus:
         old = self.status

@@ -11,6 +11,7 @@ from aiohttp.typedefs import Handler
 from responder import keys
 from responder.delivery.sinks import ResponseSink
 from responder.dingtalk import MessageError, SignatureError, dumps, parse_message, verify_signature
+from responder.logs import quoted
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,9 @@ async def callback(request: web.Request) -> web.Response:
             )
         except SignatureError as exc:
             app[keys.METRICS].auth_failures.labels(exc.reason).inc()
-            log.warning("auth_rejected reason=%s remote=%s", exc.reason, request.remote)
+            held = app[keys.LOG_THROTTLE].allow(f"auth_rejected:{exc.reason}")
+            if held is not None:  # every refusal is counted; the log gets one line per 10 s
+                log.warning("auth_rejected reason=%s remote=%s repeats=%d", exc.reason, request.remote, held)
             return web.json_response(UNAUTHORIZED, status=401)
     message = parse_message(await _read_json_body(request))
     sink = ResponseSink() if policy.reply == "response" else app[keys.WEBHOOK]
@@ -105,7 +108,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         metrics.requests.labels(str(exc.status)).inc()
         raise
     except Exception:
-        log.exception("request_failed path=%s", request.path)
+        log.exception("request_failed path=%s", quoted(request.path))
         response = web.json_response({"error": "internal_error"}, status=500)
     metrics.requests.labels(str(response.status)).inc()
     return response

@@ -21,6 +21,7 @@ from responder import __version__
 from responder.dingtalk import Message, MessageError, parse_message
 from responder.dingtalk import stream as frames
 from responder.dingtalk.stream import Endpoint, Frame, FrameError, RegistrationError
+from responder.logs import quoted
 from responder.metrics import Metrics
 from responder.transport.backoff import Backoff
 
@@ -173,7 +174,7 @@ class StreamClient:
             frame = frames.parse_frame(text)
         except FrameError as exc:
             # Without a messageId there is nothing to ACK; the gateway will time it out.
-            log.warning("stream_frame_rejected type=unknown reason=%s", exc)
+            log.warning("stream_frame_rejected type=unknown reason=%s", quoted(exc, always=True))
             self._count("unknown", "malformed")
             return True
         self._frames_on_socket += 1
@@ -203,12 +204,16 @@ class StreamClient:
         try:
             message = parse_message(frame.data.encode("utf-8"))
         except MessageError as exc:
-            log.warning("stream_frame_rejected message_id=%s reason=%s", frame.message_id, exc)
+            log.warning(
+                "stream_frame_rejected message_id=%s reason=%s",
+                quoted(frame.message_id),
+                quoted(exc, always=True),
+            )
             return "rejected"
         try:
             accepted = self._submit(message)
         except Exception:
-            log.exception("stream_submit_failed msg_id=%s", message.msg_id)
+            log.exception("stream_submit_failed msg_id=%s", quoted(message.msg_id))
             return "submit_failed"
         if accepted is None:
             return "overloaded"  # logged as reply_dropped by the pipeline
@@ -216,7 +221,10 @@ class StreamClient:
 
     async def _on_system(self, ws: aiohttp.ClientWebSocketResponse, frame: Frame) -> bool:
         if frame.topic == frames.DISCONNECT:
-            log.info("stream_disconnect_requested reason=%s", frames.disconnect_reason(frame.data))
+            log.info(
+                "stream_disconnect_requested reason=%s",
+                quoted(frames.disconnect_reason(frame.data), always=True),
+            )
             self._count("system", "disconnect")
             return False
         # ping needs its `data` echoed; legacy topics (CONNECTED, KEEPALIVE…) get the same answer.

@@ -93,20 +93,76 @@ async def test_a_duplicate_of_a_message_in_flight_is_skipped(
     assert "duplicate_in_flight" in caplog.text
 
 
-async def test_a_failed_delivery_lets_the_redelivery_try_again(
-    rules_path: Path, sink: Sink, make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [({"errcode": 300001, "errmsg": "session 不存在"}, "errcode_300001"), (None, "http_404")],
+)
+async def test_a_definite_failure_lets_the_redelivery_try_again(
+    answer: dict[str, Any] | None,
+    reason: str,
+    rules_path: Path,
+    sink: Sink,
+    make_client: ClientFactory,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
-    sink.hold = asyncio.Event()  # never set: the first POST times out (webhook_timeout_s 0.5)
+    client = await make_client(rules_path)
+    body = callback_body("echo", webhook=sink.webhook())
+    if answer is None:  # a path the sink does not serve: DingTalk's 404 for a bad session URL
+        body["sessionWebhook"] = sink.webhook().replace("?", "?missing=1&")
+        sink.status = 404
+    else:
+        sink.answer = answer
+    assert await post(client, body) == 200
+    await pipeline(client).wait_idle()
+    sink.answer, sink.status = {"errcode": 0, "errmsg": "ok"}, 200
+    assert await post(client, {**body, "sessionWebhook": sink.webhook()}) == 200
+    await pipeline(client).wait_idle()
+    assert outcomes(caplog) == ["dropped", "sent"]
+    assert f"reason='{reason}'" in caplog.text
+
+
+@pytest.mark.parametrize("failure", ["timeout", "http_502"])
+async def test_an_ambiguous_failure_is_final_because_the_reply_may_be_in_the_group(
+    failure: str, rules_path: Path, sink: Sink, make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    if failure == "timeout":
+        sink.hold = asyncio.Event()  # never set: the POST was written, no answer (timeout 0.5 s)
+    else:
+        sink.status = 502
     client = await make_client(rules_path)
     body = callback_body("echo", webhook=sink.webhook())
     assert await post(client, body) == 200
     await pipeline(client).wait_idle()
-    sink.hold = None
-    assert await post(client, body) == 200
+    sink.hold, sink.status = None, 200
+    assert await post(client, body) == 200  # DingTalk's redelivery
     await pipeline(client).wait_idle()
-    assert outcomes(caplog) == ["dropped", "sent"]
-    assert "reason='timeout'" in caplog.text
+    assert outcomes(caplog) == ["dropped", "skipped"]
+    assert f"reason='ambiguous_{failure}'" in caplog.text
+    assert sink.arrivals == 1
+
+
+async def test_the_reply_timeout_starts_when_the_request_is_written_not_in_the_pool_queue(
+    write_rules: RulesWriter, sink: Sink, make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    path = write_rules(
+        RULES.replace("ORIGIN", sink.origin).replace("webhook_timeout_s: 0.5", "webhook_timeout_s: 3")
+    )
+    sink.hold = release = asyncio.Event()
+    client = await make_client(path)
+    for i in range(250):  # more than the source pool (100), each in a conversation of its own
+        assert (
+            await post(client, callback_body("echo", webhook=sink.webhook(), conversationId=f"c{i}")) == 200
+        )
+    deadline = time.monotonic() + 20
+    while sink.arrivals < 250:  # every reply is on the wire before any is answered
+        assert time.monotonic() < deadline, sink.arrivals
+        await asyncio.sleep(0.01)  # polling under a deadline
+    release.set()
+    await pipeline(client).wait_idle()
+    assert outcomes(caplog).count("sent") == 250
 
 
 async def test_cooldown_per_sender_answers_then_says_slow_down_once(

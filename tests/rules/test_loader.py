@@ -240,5 +240,5 @@ def test_template_cannot_escape_the_templates_dir(tmp_path: Path, key: str, name
     text = f"sources:\n  pip: {{kind: public_ip}}\nrules:\n  - {rule}\n"
     path = write_rules(tmp_path, text, {"ok.md.j2": "ok\n", "parts/x.md.j2": "x\n"})
     (problem,) = problems_of(path)
-    assert f"template file {name!r} not found" in problem
+    assert f"template {name!r} must name a file inside templates/" in problem
     assert SECRET not in problem

@@ -268,7 +268,7 @@ async def test_disconnect_frame_leads_to_fresh_registration_and_new_ticket(
     assert len(rig.gateway.registrations) == 2
     assert first.ticket != second.ticket
     assert rig.gateway.rejected_tickets == []
-    assert "stream_disconnect_requested reason=persistent connection is timeout" in caplog.text
+    assert "stream_disconnect_requested reason='persistent connection is timeout'" in caplog.text
     await second.push_callback(bot_body())
     assert (await rig.inbox.next()).msg_id == "msgTESTmsgTESTmsgTEST=="
 

@@ -20,6 +20,7 @@ from responder.engine.rendering import build_context, make_environment
 from responder.rules import yamldoc
 from responder.rules.load import templates_dir
 from responder.rules.problems import Problem, warning
+from responder.rules.templates import TemplateFiles
 
 
 def template_problems(ctx: LintContext) -> Iterator[Problem]:
@@ -53,7 +54,7 @@ class _Template:
 
 class _TemplateScanner:
     def __init__(self, rules_path: Path, doc: yamldoc.YamlDocument) -> None:
-        self.env = make_environment(templates_dir(rules_path))
+        self.env = make_environment(TemplateFiles(templates_dir(rules_path)))
         self.doc = doc
         self.file = str(rules_path)
         self.known = frozenset(_context_names()) | frozenset(self.env.globals)
@@ -75,7 +76,7 @@ class _TemplateScanner:
         seen.add(name)
         try:
             text, filename, _ = self.env.loader.get_source(self.env, name)  # type: ignore[union-attr]
-        except jinja2.TemplateNotFound:
+        except jinja2.TemplateError:  # not found, or refused: the compiler has reported it
             return
         template = self.parsed(text, filename or name, 1, None)
         yield template

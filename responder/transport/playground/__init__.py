@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from responder import keys
+from responder.logs import quoted
 from responder.transport.loopback import is_loopback
 from responder.transport.playground import api
 
@@ -58,7 +59,7 @@ def add_playground(app: web.Application) -> None:
 def _local_only(handler: Handler) -> Handler:
     async def guarded(request: web.Request) -> web.StreamResponse:
         if not (is_loopback(request.remote) and is_loopback(request.url.host)):
-            log.warning("playground_refused remote=%s host=%s", request.remote, request.host)
+            log.warning("playground_refused remote=%s host=%s", request.remote, quoted(request.host))
             raise web.HTTPForbidden(text="the playground answers loopback requests only")
         return await handler(request)
 

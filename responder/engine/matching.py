@@ -1,7 +1,8 @@
 """Which rule answers a message: normalisation, triggers, scopes and the rule index. Pure.
 
 Semantics (also in the README): keywords equal the whole message; a command is the first word and
-the rest are its args; contains finds a whole word (`ip` never fires on `tip`); regex is searched.
+the rest are its args; contains finds a whole word (`ip` never fires on `tip`); regex is searched,
+with RE2 (engine/regex.py), in time linear in the message.
 Keywords and commands are found by dictionary lookup; regex and contains rules are scanned, in
 order of priority (highest first) and then file order, only while they could still win.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from responder.dingtalk import Message
+from responder.engine.regex import Regex, compile_regex
 
 _ASCII_WORD = re.compile(r"[0-9A-Za-z_]")
 _LEADING_MENTION = re.compile(r"@\S*\s*")
@@ -59,20 +61,22 @@ class Trigger:
     kind: str
     words: tuple[str, ...] = ()
     case_sensitive: bool = False
-    pattern: re.Pattern[str] | None = None
+    pattern: Regex | re.Pattern[str] | None = None  # Regex for regex, re.Pattern for contains
 
     def fold(self, text: str) -> str:
         return text if self.case_sensitive else text.lower()
 
 
 def compile_trigger(kind: str, value: str | Sequence[str] | bool, *, case_sensitive: bool) -> Trigger:
-    """Build a trigger at load time. Raises re.error for a bad regex."""
+    """Build a trigger at load time. Raises ValueError (RegexError for a regex RE2 cannot run)."""
     if kind in ("fallback", "non_text"):
         return Trigger(kind)
     flags = 0 if case_sensitive else re.IGNORECASE
     if kind == "regex":
         assert isinstance(value, str)
-        return Trigger(kind, case_sensitive=case_sensitive, pattern=re.compile(value, flags))
+        return Trigger(
+            kind, case_sensitive=case_sensitive, pattern=compile_regex(value, case_sensitive=case_sensitive)
+        )
     if isinstance(value, bool):
         raise ValueError(f"{kind} takes words, not true/false")
     words = tuple(normalise(w) for w in ([value] if isinstance(value, str) else value))
@@ -85,6 +89,11 @@ def compile_trigger(kind: str, value: str | Sequence[str] | bool, *, case_sensit
 
 
 def _whole_word(word: str) -> str:
+    """One contains word as a Python pattern that is linear in the message, so it may stay on `re`:
+    the escaped word's literal characters, guarded by lookarounds of one character class each
+    and nothing repeated. Each start position costs at most the word's length plus two steps, and
+    an alternation of words at most the sum of their lengths, whatever the message: the time is
+    linear in the message length (tests/engine/test_matching.py checks the shape)."""
     # Word boundaries only where the keyword itself starts or ends with an ASCII word character:
     # Chinese has no spaces between words, so `帮助` must still be found inside `请帮助我`.
     before = r"(?<![0-9A-Za-z_])" if _ASCII_WORD.match(word[0]) else ""

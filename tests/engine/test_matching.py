@@ -4,7 +4,10 @@ scopes, non-text messages and explain(). Rules are written as YAML and loaded th
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
+from re import _constants as sre  # type: ignore[attr-defined]
+from re import _parser as sre_parse  # type: ignore[attr-defined]
 
 import pytest
 
@@ -242,6 +245,61 @@ def test_regex_named_groups_reach_the_match(matcher: Matcher) -> None:
     assert dict(find(matcher, "release prod v1.2").groups) == {"env": "prod", "version": "v1.2"}
     assert dict(find(matcher, "RELEASE test").groups) == {"env": "test"}
     assert find(matcher, "release staging").rule.name == "unknown"
+
+
+_CHINESE_REGEXES = """\
+rules:
+  - {name: weather, regex: '^天气 (?P<city>\\w+)$', msgtype: text, body: w}
+  - {name: ip-word, regex: '\\bip\\b', msgtype: text, body: i}
+  - {name: digits, regex: '^(?P<n>\\d+)号$', msgtype: text, body: d}
+"""
+
+
+def test_regex_word_class_matches_chinese_as_python_re_did(tmp_path: Path) -> None:
+    matcher = ruleset_from(tmp_path, _CHINESE_REGEXES).matcher
+    assert dict(find(matcher, "天气 杭州").groups) == {"city": "杭州"}
+    assert dict(find(matcher, "３号").groups) == {"n": "3"}  # full-width: NFKC makes it ASCII first
+
+
+@pytest.mark.parametrize(("text", "name"), [("查ip地址", "ip-word"), ("ip", "ip-word"), ("tip", None)])
+def test_regex_word_boundary_counts_only_ascii_as_word_characters(
+    tmp_path: Path, text: str, name: str | None
+) -> None:
+    # Python's re found no \b between 查 and ip; RE2's \b does, as contains rules do.
+    assert winner(ruleset_from(tmp_path, _CHINESE_REGEXES).matcher, message(text)) == name
+
+
+def test_regex_rules_survive_a_lone_surrogate(tmp_path: Path) -> None:
+    # `responder try` with undecodable argv bytes and the playground's JSON can carry one.
+    assert winner(ruleset_from(tmp_path, _CHINESE_REGEXES).matcher, message("查ip\udcff")) == "ip-word"
+
+
+def test_regex_that_backtracked_in_python_re_answers_a_hostile_message(tmp_path: Path) -> None:
+    text = "rules:\n  - {name: as, regex: '^(a+)+$', msgtype: text, body: a}\n"
+    matcher = ruleset_from(tmp_path, text).matcher
+    assert winner(matcher, message("a" * 40 + "!")) is None
+    assert winner(matcher, message("a" * 40)) == "as"
+
+
+def test_contains_patterns_are_literals_between_one_character_guards(tmp_path: Path) -> None:
+    """Why contains may stay on Python's re: its pattern repeats nothing, so the work at each
+    position of a message is bounded by the words' total length, whatever the message says."""
+    words = ["ip", "ip address", "帮助", "c++", "a.b*", "x|y", "(k8s)", "Ä_1"]
+    rules = f"rules:\n  - {{name: c, contains: {words!r}, msgtype: text, body: c}}\n"
+    pattern = ruleset_from(tmp_path, rules).rules[0].trigger.pattern
+    assert isinstance(pattern, re.Pattern)
+    (branch,) = sre_parse.parse(pattern.pattern, pattern.flags)
+    assert branch[0] is sre.BRANCH
+    alternatives = [list(alternative) for alternative in branch[1][1]]
+    assert len(alternatives) == len(words)
+    for word, alternative in zip(words, alternatives, strict=True):
+        guards = [item for item in alternative if item[0] is not sre.LITERAL]
+        literals = "".join(chr(av) for op, av in alternative if op is sre.LITERAL)
+        assert literals == word.lower()
+        for op, (direction, body) in guards:
+            assert op is sre.ASSERT_NOT and direction in (-1, 1)
+            (only,) = list(body)
+            assert only[0] is sre.IN  # one character class, one character wide
 
 
 def test_match_text_is_the_normalised_message(matcher: Matcher) -> None:

@@ -90,6 +90,7 @@ BROKEN_FILES = [
     "two_fallbacks.yaml",
     "unknown_source.yaml",
     "bad_regex.yaml",
+    "regex_re2_refuses.yaml",
     "jinja_inline_block.yaml",
     "jinja_template_file.yaml",
     "template_missing.yaml",
@@ -137,11 +138,22 @@ def test_duplicate_rule_name_points_at_second_and_names_first_line(
     assert "line 3" in problem.message
 
 
-def test_bad_regex_reports_position_in_pattern(capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_regex_quotes_what_re2_refused(capsys: pytest.CaptureFixture[str]) -> None:
     run = run_check(capsys, BROKEN / "bad_regex.yaml")
     (problem,) = run.problems
-    assert "rule 'deploy'" in problem.message
-    assert "at position 7" in problem.message
+    assert problem.message == "rule 'deploy': regex: missing ): ^deploy(?P<env>prod|test"
+
+
+def test_regex_errors_reach_stderr_only_as_problem_lines(capfd: pytest.CaptureFixture[str]) -> None:
+    # capfd reads file descriptor 2 itself, where RE2's C++ logging would write.
+    path = BROKEN / "regex_re2_refuses.yaml"
+    assert main(["check", "--config", str(path)], environ={}) == 1
+    captured = capfd.readouterr()
+    *problems, summary = captured.err.splitlines()
+    assert summary == f"{path}: 11 problem(s)"
+    assert [line.split(": rule ")[0] for line in problems] == [
+        f"{path}:{line}:{column}" for _, line, column, _ in expectations(path)
+    ]
 
 
 def test_jinja_error_in_block_scalar_is_placed_on_its_own_file_line(

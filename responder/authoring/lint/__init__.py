@@ -1,10 +1,10 @@
 """Lint: things in a loadable rules.yaml that are probably mistakes, reported as warnings.
 
 The loader refuses what cannot work; this module points at what works but likely is not what the
-author meant: duplicate keywords, rules that can never answer, keywords written as regexes, regexes
-that can backtrack for ever, template variables nothing provides, unused sources, empty URLs.
-Every check is conservative: a warning should be worth reading. `review` runs lint and the
-examples together for `responder check`.
+author meant: duplicate keywords, rules that can never answer, keywords written as regexes, template
+variables nothing provides, unused sources, empty URLs. There is no check for slow regexes: they run
+on RE2, which cannot backtrack. Every check is conservative: a warning should be worth reading.
+`review` runs lint and the examples together for `responder check`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from responder.authoring import examples
-from responder.authoring.lint import references, regexes, shadowing, templates, words
+from responder.authoring.lint import references, shadowing, templates, words
 from responder.authoring.lint.context import LintContext
 from responder.rules import yamldoc
 from responder.rules.model import RuleSet
@@ -61,7 +61,6 @@ def lint(ruleset: RuleSet, doc: yamldoc.YamlDocument) -> list[Problem]:
         *words.duplicate_words(ctx),
         *shadowing.shadowed_rules(ctx),
         *words.regex_like_words(ctx),
-        *regexes.slow_regexes(ctx),
         *templates.template_problems(ctx),
         *references.unused_sources(ctx),
         *references.empty_urls(ctx),

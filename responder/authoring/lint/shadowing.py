@@ -57,8 +57,8 @@ def _within(narrow: frozenset[str], wide: frozenset[str]) -> bool:
 
 
 def _same_pattern(a: Rule, b: Rule) -> bool:
-    pa, pb = a.trigger.pattern, b.trigger.pattern
-    return pa is not None and pb is not None and (pa.pattern, pa.flags) == (pb.pattern, pb.flags)
+    # Regex compares the pattern RE2 runs and whether case matters.
+    return a.trigger.pattern is not None and a.trigger.pattern == b.trigger.pattern
 
 
 def _covers(taker: Rule, rule: Rule, word: str) -> bool:

@@ -102,5 +102,24 @@ class Metrics:
             registry=r,
         )
 
+        self.openapi_calls = Counter(
+            "responder_openapi_calls",
+            "Robot OpenAPI calls made, by API (token, group_send, user_send) and result.",
+            ["api", "result"],
+            registry=r,
+        )
+        self.openapi_refusals = Counter(
+            "responder_openapi_refusals",
+            "OpenAPI sends refused: by DingTalk (qps_limited, quota_exhausted, flow_controlled) "
+            "or here without a call (backoff, call_cap).",
+            ["reason"],
+            registry=r,
+        )
+        self.openapi_calls_this_month = Gauge(
+            "responder_openapi_calls_this_month",
+            "Metered OpenAPI calls (sends, not tokens) made this calendar month, UTC, since start.",
+            registry=r,
+        )
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

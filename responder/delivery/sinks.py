@@ -31,13 +31,18 @@ class Undeliverable(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """The result of one send: ok, or a short reason (never the URL or session token)."""
+    """The result of one send: ok, or a short reason (never the URL or session token).
+
+    `definite` is for a failure: True only when the channel knows nothing reached DingTalk
+    (refused before sending, connection refused, a 4xx), so sending again cannot duplicate.
+    False means "may have been sent" (a timeout or reset after the request was written, a 5xx)
+    and is what every sink that cannot tell says.
+    """
 
     ok: bool
     reason: str = ""
     errcode: int | None = None
-    # False when the reply may have arrived although we saw a failure (see webhook.post_reply).
-    definite: bool = True
+    definite: bool = False
 
     @property
     def throttled(self) -> bool:

@@ -113,12 +113,12 @@ async def post_reply(
             if response.status >= 500:
                 return ambiguous(f"http_{response.status}")
             if response.status != 200:
-                return Delivery(False, f"http_{response.status}")
+                return Delivery(False, f"http_{response.status}", definite=True)
             return _read_errcode(await response.content.read(MAX_ANSWER_BYTES))
     except aiohttp.ConnectionTimeoutError:
-        return Delivery(False, "connect_timeout")
+        return Delivery(False, "connect_timeout", definite=True)
     except aiohttp.ClientConnectorError as exc:
-        return Delivery(False, f"connection_error:{type(exc).__name__}")
+        return Delivery(False, f"connection_error:{type(exc).__name__}", definite=True)
     except TimeoutError:
         return ambiguous("timeout")
     except (aiohttp.ClientError, asyncio.IncompleteReadError, OSError) as exc:
@@ -126,7 +126,7 @@ async def post_reply(
 
 
 def ambiguous(reason: str) -> Delivery:
-    return Delivery(False, f"ambiguous_{reason}", definite=False)
+    return Delivery(False, f"ambiguous_{reason}")
 
 
 def _read_errcode(raw: bytes) -> Delivery:
@@ -138,5 +138,5 @@ def _read_errcode(raw: bytes) -> Delivery:
     if errcode == 0:
         return Delivery(True, errcode=0)
     if isinstance(errcode, int):
-        return Delivery(False, f"errcode_{errcode}", errcode)
+        return Delivery(False, f"errcode_{errcode}", errcode, definite=True)
     return ambiguous("bad_answer")

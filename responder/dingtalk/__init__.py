@@ -1,7 +1,8 @@
 """The DingTalk wire protocol, sans I/O: nothing in this package opens a socket or knows a rule.
 
 `signature` checks callback headers, `callback` turns bodies into Messages, `reply` encodes
-Replies, `stream` is Stream mode's frame format. The names most callers need are re-exported here.
+Replies, `stream` is Stream mode's frame format, `openapi` the robot OpenAPI's msgKey/msgParam,
+request bodies and answers. The names most callers need are re-exported here.
 """
 
 from responder.dingtalk.callback import Message, MessageError, offline_message, parse_message

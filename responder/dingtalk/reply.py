@@ -1,5 +1,6 @@
 """Reply JSON, sans I/O: the five message types with DingTalk's exact field spellings, the
-@-mention, and the 20,000-byte cap (cut with a visible marker, never in a URL).
+@-mention, and the 20,000-byte cap (cut with a visible marker, never in a URL). The cutting
+(`fit_reply`) takes any channel's size test; the OpenAPI's msgParam encoding is in `openapi`.
 
 See shared/dingtalk-protocol.md section 4.
 """
@@ -66,25 +67,37 @@ class Reply:
 def encode_reply(reply: Reply, max_bytes: int = MAX_REPLY_BYTES) -> dict[str, Any]:
     """The reply JSON object exactly as DingTalk expects it, kept under `max_bytes` of UTF-8 JSON.
 
-    Too long: a feedCard first loses entries from its end, then the text, the title and the
-    button or entry titles are cut (in that order) with a visible marker. URLs are never cut.
-    The mention is kept unless even the cut reply cannot hold it (an absurdly long nick).
+    Too long: cut as `fit_reply` says.
     """
-    if _fits(reply, max_bytes):
-        return _encode(reply)
-    shortened = _shorten(reply, max_bytes)
-    if reply.mention is not None and not _fits(shortened, max_bytes):
-        shortened = _shorten(replace(reply, mention=None), max_bytes)
-    return _encode(shortened)
+    return _encode(fit_reply(reply, partial(_fits, max_bytes=max_bytes)))
 
 
-def _shorten(reply: Reply, max_bytes: int) -> Reply:
+Fits = Callable[[Reply], bool]
+
+
+def fit_reply(reply: Reply, fits: Fits) -> Reply:
+    """`reply` unchanged if `fits(reply)`, else a shortened copy for which it (usually) holds.
+
+    A feedCard first loses entries from its end, then the text, the title and the button or
+    entry titles are cut (in that order) with a visible marker. URLs are never cut. The mention
+    is kept unless even the cut reply cannot hold it (an absurdly long nick). `fits` is the
+    channel's own size test on its own encoding, so every channel cuts the same way.
+    """
+    if fits(reply):
+        return reply
+    shortened = _shorten(reply, fits)
+    if reply.mention is not None and not fits(shortened):
+        shortened = _shorten(replace(reply, mention=None), fits)
+    return shortened
+
+
+def _shorten(reply: Reply, fits: Fits) -> Reply:
     if reply.msgtype == "feedCard":
-        reply = _drop_feed_entries(reply, max_bytes)
+        reply = _drop_feed_entries(reply, fits)
     field = 0
-    while not _fits(reply, max_bytes) and field < len(_cuttable(reply)):
+    while not fits(reply) and field < len(_cuttable(reply)):
         value, rebuild, marker = _cuttable(reply)[field]  # rebuilt each time: it closes over `reply`
-        reply = _cut(value, rebuild, marker, max_bytes)
+        reply = _cut(value, rebuild, marker, fits)
         field += 1
     return reply
 
@@ -97,9 +110,9 @@ def _fits(reply: Reply, max_bytes: int) -> bool:
     return len(dumps(_encode(reply))) <= max_bytes
 
 
-def _drop_feed_entries(reply: Reply, max_bytes: int) -> Reply:
+def _drop_feed_entries(reply: Reply, fits: Fits) -> Reply:
     links = reply.links
-    while len(links) > 1 and not _fits(replace(reply, links=links), max_bytes):
+    while len(links) > 1 and not fits(replace(reply, links=links)):
         links = links[:-1]
     return replace(reply, links=links)
 
@@ -147,7 +160,7 @@ def _with_link_title(reply: Reply, index: int, title: str) -> Reply:
     return replace(reply, links=tuple(links))
 
 
-def _cut(value: str, rebuild: Callable[[str], Reply], marker: str, max_bytes: int) -> Reply:
+def _cut(value: str, rebuild: Rebuild, marker: str, fits: Fits) -> Reply:
     """The longest prefix of `value` (plus marker) that fits, found by bisection on the real
     encoded size, because JSON escaping makes bytes on the wire differ from characters."""
     if not value:
@@ -155,7 +168,7 @@ def _cut(value: str, rebuild: Callable[[str], Reply], marker: str, max_bytes: in
     low, high = 0, len(value)
     while low < high:
         middle = (low + high + 1) // 2
-        if _fits(rebuild(value[:middle] + marker), max_bytes):
+        if fits(rebuild(value[:middle] + marker)):
             low = middle
         else:
             high = middle - 1

@@ -157,7 +157,7 @@ async def test_pictures_get_the_text_only_notice(
     client = await make_client(bundled)
     reply = await ask(client, sink, None, msgtype="picture", content={"downloadCode": "x"})
     assert reply["msgtype"] == "text"
-    assert "only read text" in reply["text"]["content"]
+    assert "only read words" in reply["text"]["content"]
 
 
 async def test_a_slow_source_never_delays_the_answer_to_dingtalk(

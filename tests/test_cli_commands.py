@@ -130,8 +130,9 @@ def test_try_empty_staff_id_mentions_the_nick(capsys: pytest.CaptureFixture[str]
 
 
 def test_try_admin_unlocks_admin_only_rules(capsys: pytest.CaptureFixture[str], rules: Path) -> None:
-    code, out, err = run(capsys, "try", "--config", str(rules), "reboot")
-    assert (code, out, err) == (0, "", "rule: (none) (no rule matched)\n")
+    body, err = try_json(capsys, rules, "reboot")  # a non-admin is told, not ignored
+    assert err == "rule: reboot (told: scope: admins only)\n"
+    assert body["text"]["content"] == "@tester Sorry, only organisation admins may use this."
     body, err = try_json(capsys, rules, "--admin", "reboot")
     assert err == "rule: reboot (keyword 'reboot')\n"
     assert body["text"]["content"] == "@tester rebooting"

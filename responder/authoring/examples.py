@@ -92,6 +92,7 @@ def example_message(given: Mapping[str, Any]) -> dingtalk.Message:
         is_group=spec["chat"] == "group",
         is_admin=spec["admin"],
         msgtype=spec["type"],
+        quoted=dingtalk.Quoted("text", spec["quote"]) if "quote" in spec else None,
     )
 
 

@@ -26,7 +26,7 @@ from responder.delivery.sinks import ResponseSink, Sink, Undeliverable
 from responder.dingtalk import Message, Reply
 from responder.engine.answer import Answer, SourceAnswers, fetch_source, render_answer
 from responder.engine.cooldowns import Cooldowns
-from responder.engine.matching import first_admitted
+from responder.engine.matching import TELLABLE_REFUSALS, Choice, choose
 from responder.engine.rendering import sender_mention
 from responder.logs import quoted
 from responder.metrics import Metrics
@@ -122,9 +122,12 @@ class Pipeline:
     async def _answer(self, message: Message, sink: Sink) -> Handled:
         ruleset = self._snapshot()  # the message finishes on the snapshot it started with
         candidates = ruleset.matcher.candidates(message)  # match
-        match = first_admitted(candidates, message)  # scope
+        choice = choose(candidates, message, ruleset.told_refusals)  # scope
+        if choice.refused is not None:
+            return await self._deliver(message, sink, ruleset, refusal_notice(choice, message, ruleset))
+        match = choice.match
         if match is None:
-            return Handled("skipped", None, unanswered(message))
+            return Handled("skipped", None, unanswered(ruleset.matcher.heard(message)))
         rule = match.rule
         notice = self._cooldown(rule, message)  # cooldown
         if notice is not None:
@@ -218,6 +221,15 @@ async def answer_once(
     return await handling, sink.body
 
 
+def refusal_notice(choice: Choice[Rule], message: Message, ruleset: RuleSet) -> Answer:
+    """The plain-text "not for you here" a sender gets for a rule their scope refuses."""
+    assert choice.refused is not None
+    rule = choice.refused.rule
+    text = ruleset.not_allowed[TELLABLE_REFUSALS[choice.refusal]]
+    mention = sender_mention(message) if rule.reply.at_sender else None
+    return Answer(rule.name, Reply("text", text, mention=mention), f"told: {choice.refusal}")
+
+
 def sent(answer: Answer) -> Handled:
     return Handled("sent", answer.rule, answer.reason, answer.reply, answer.render_error)
 
@@ -230,5 +242,5 @@ def dropped(answer: Answer, reason: str, *, retry: bool = False) -> Handled:
     return Handled("dropped", answer.rule, reason, answer.reply, answer.render_error, retry=retry)
 
 
-def unanswered(message: Message) -> str:
-    return "non-text message and no non_text rule" if not message.is_text else "no rule matched"
+def unanswered(heard: str | None) -> str:
+    return "non-text message and no non_text rule" if heard is None else "no rule matched"

@@ -5,7 +5,14 @@ Replies, `stream` is Stream mode's frame format, `openapi` the robot OpenAPI's m
 request bodies and answers. The names most callers need are re-exported here.
 """
 
-from responder.dingtalk.callback import Message, MessageError, offline_message, parse_message
+from responder.dingtalk.callback import (
+    Message,
+    MessageError,
+    MessagePart,
+    Quoted,
+    offline_message,
+    parse_message,
+)
 from responder.dingtalk.reply import (
     MAX_REPLY_BYTES,
     TRUNCATION_MARKER,
@@ -27,6 +34,8 @@ __all__ = [
     "Mention",
     "Message",
     "MessageError",
+    "MessagePart",
+    "Quoted",
     "Reply",
     "SignatureError",
     "dumps",

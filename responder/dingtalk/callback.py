@@ -17,6 +17,9 @@ MAX_JSON_DEPTH = 32
 MAX_ID_BYTES = 256
 MAX_NAME_BYTES = 512  # nicks and group titles, up to ~170 CJK characters
 MAX_URL_BYTES = 2048
+MAX_QUOTED_CHARS = 4096  # the quoted text templates see
+MAX_PARTS = 64
+TYPED_TYPES = frozenset({"text", "richText"})  # the types whose `text` the sender typed
 
 
 class MessageError(ValueError):
@@ -24,8 +27,33 @@ class MessageError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class MessagePart:
+    """One part of a rich-text message: `text`, or a `picture` (by its download code)."""
+
+    kind: str
+    text: str = ""
+    download_code: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Quoted:
+    """The message a reply quotes (`text.repliedMsg`): its type, and its text where it has one
+    (a card or a picture has none)."""
+
+    msgtype: str
+    text: str
+    msg_id: str = ""
+    sender_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
-    """One incoming robot message, as the rest of responder sees it."""
+    """One incoming robot message, as the rest of responder sees it.
+
+    `text` is what the sender typed: a text message's content, or a rich-text message's text
+    parts joined; empty for pictures, files, voice. `spoken` is DingTalk's transcription of a
+    voice message. `quoted` is never part of `text`: matching uses only what the sender typed.
+    """
 
     msg_id: str
     msgtype: str
@@ -41,10 +69,9 @@ class Message:
     session_webhook_expires_ms: int | None
     created_ms: int | None
     robot_code: str
-
-    @property
-    def is_text(self) -> bool:
-        return self.msgtype == "text"
+    parts: tuple[MessagePart, ...] = ()
+    spoken: str = ""
+    quoted: Quoted | None = None
 
 
 def offline_message(
@@ -58,12 +85,25 @@ def offline_message(
     is_admin: bool = False,
     msgtype: str = "text",
     created_ms: int | None = None,
+    quoted: Quoted | None = None,
 ) -> Message:
-    """A message shaped like DingTalk's with nowhere to reply to: for try, examples, the playground."""
+    """A message shaped like DingTalk's with nowhere to reply to: for try, examples, the playground.
+
+    `text` is what the sender says: typed for text, the text part (beside a picture) for
+    richText, the transcription for audio; other types carry none.
+    """
+    parts = (
+        (MessagePart("text", text), MessagePart("picture", download_code="offline"))
+        if msgtype == "richText"
+        else ()
+    )
     return Message(
         msg_id=msg_id,
         msgtype=msgtype,
-        text=text,
+        text=text if msgtype in TYPED_TYPES else "",
+        parts=parts,
+        spoken=text if msgtype == "audio" else "",
+        quoted=quoted,
         conversation_id=conversation_id,
         is_group=is_group,
         conversation_title="responder" if is_group else "",
@@ -103,10 +143,19 @@ def parse_message(body: bytes) -> Message:
 
 def message_from_dict(payload: Mapping[str, Any]) -> Message:
     fields = _Fields(payload)
-    msgtype = fields.string("msgtype", required=True)
-    text = ""
+    msgtype = fields.string("msgtype", required=True, max_bytes=MAX_ID_BYTES)
+    text, spoken = "", ""
+    parts: tuple[MessagePart, ...] = ()
+    quoted: Quoted | None = None
     if msgtype == "text":
-        text = _Fields(fields.mapping("text")).string("content", required=True)
+        body = _Fields(fields.mapping("text"))
+        text = body.string("content", required=True)
+        quoted = _quoted(body) if body.boolean("isReplyMsg") else None
+    elif msgtype == "richText":
+        parts = _rich_text_parts(_Fields(fields.optional_mapping("content")).sequence("richText"))
+        text = " ".join(part.text for part in parts if part.kind == "text")
+    elif msgtype == "audio":
+        spoken = _Fields(fields.optional_mapping("content")).string("recognition")
     conversation_type = fields.string("conversationType", required=True)
     if conversation_type not in ("1", "2"):
         raise MessageError('conversationType must be "1" (private) or "2" (group)')
@@ -125,6 +174,46 @@ def message_from_dict(payload: Mapping[str, Any]) -> Message:
         session_webhook_expires_ms=fields.integer("sessionWebhookExpiredTime"),
         created_ms=fields.integer("createAt"),
         robot_code=fields.string("robotCode", max_bytes=MAX_ID_BYTES),
+        parts=parts,
+        spoken=spoken,
+        quoted=quoted,
+    )
+
+
+def _rich_text_parts(items: list[Any]) -> tuple[MessagePart, ...]:
+    """Text parts (with or without `type: text`) and pictures; other parts (an @, an emoji
+    image) are kept by kind only. Anything that is not an object is skipped, not refused."""
+    parts: list[MessagePart] = []
+    for item in items[:MAX_PARTS]:
+        if not isinstance(item, dict):
+            continue
+        part = _Fields(item)
+        kind = part.string("type", max_bytes=MAX_ID_BYTES) or ("text" if "text" in item else "unknown")
+        code = part.string("downloadCode", max_bytes=MAX_URL_BYTES)
+        parts.append(MessagePart(kind, part.string("text") if kind == "text" else "", code))
+    return tuple(parts)
+
+
+def _quoted(body: _Fields) -> Quoted | None:
+    """`text.repliedMsg`: `content` is plain text, `{"text": ...}`, rich text, or a card's data."""
+    replied = body.optional_mapping("repliedMsg")
+    if not replied:
+        return None
+    fields = _Fields(replied)
+    content = replied.get("content")
+    if isinstance(content, str):
+        text = content
+    elif isinstance(content, dict) and isinstance(content.get("text"), str):
+        text = content["text"]
+    elif isinstance(content, dict) and isinstance(content.get("richText"), list):
+        text = " ".join(p.text for p in _rich_text_parts(content["richText"]) if p.kind == "text")
+    else:
+        text = ""  # a card, a picture: nothing to quote as text
+    return Quoted(
+        msgtype=fields.string("msgType", max_bytes=MAX_ID_BYTES),
+        text=text[:MAX_QUOTED_CHARS],  # context for templates only: cut, never refused
+        msg_id=fields.string("msgId", max_bytes=MAX_ID_BYTES),
+        sender_id=fields.string("senderId", max_bytes=MAX_ID_BYTES),
     )
 
 
@@ -172,6 +261,21 @@ class _Fields:
         value = self._payload.get(name)
         if not isinstance(value, dict):
             raise MessageError(f"field {name!r} must be an object")
+        return value
+
+    def optional_mapping(self, name: str) -> Mapping[str, Any]:
+        """The object, or empty when absent (DingTalk omits parts of non-text bodies freely)."""
+        value = self._payload.get(name)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise MessageError(f"field {name!r} must be an object")
+        return value
+
+    def sequence(self, name: str) -> list[Any]:
+        value = self._payload.get(name, [])
+        if not isinstance(value, list):
+            raise MessageError(f"field {name!r} must be a list")
         return value
 
 

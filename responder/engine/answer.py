@@ -75,7 +75,7 @@ def render_answer(
 ) -> Answer:
     """Render the rule's reply; any failure (a template error, a sandbox refusal, recursion)
     becomes the apology, logged as render_failed."""
-    context = build_context(match, message, source, ruleset.catalogue, now)
+    context = build_context(match, message, source, ruleset.visible_rules(message), now)
     try:
         reply = render(rule.reply, context, message)
     except RenderError as exc:

@@ -12,13 +12,21 @@ from __future__ import annotations
 import heapq
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from responder.dingtalk import Message
 from responder.engine.regex import Regex, compile_regex
 
+# Rule kinds that take no words: each is at most one rule, tried only in its own situation.
+SPECIAL_KINDS = ("fallback", "non_text", "empty")
+GROUP_ONLY = "scope: group chats only"
+PRIVATE_ONLY = "scope: private chats only"
+ADMINS_ONLY = "scope: admins only"
+# Refusals the sender is told about (keys of defaults.not_allowed); the others stay invisible.
+TELLABLE_REFUSALS = {GROUP_ONLY: "group_only", PRIVATE_ONLY: "private_only", ADMINS_ONLY: "admins_only"}
+_SENTENCE_END = "。．.!！?？,，、;；"
 _ASCII_WORD = re.compile(r"[0-9A-Za-z_]")
 _LEADING_MENTION = re.compile(r"@\S*\s*")
 
@@ -40,23 +48,27 @@ class Scope:
     admins_only: bool = False
 
     def refusal(self, message: Message) -> str | None:
-        """Why this scope excludes `message`, or None when it admits it."""
-        if self.chat == "group" and not message.is_group:
-            return "scope: group chats only"
-        if self.chat == "private" and message.is_group:
-            return "scope: private chats only"
+        """Why this scope excludes `message`, or None when it admits it.
+
+        Conversations and senders come first: a rule meant for other groups or people stays
+        invisible. Only then who the sender is and where they are, which they can be told.
+        """
         if self.conversations and message.conversation_id not in self.conversations:
             return "scope: conversation not listed"
         if self.senders and message.sender_staff_id not in self.senders:
             return "scope: sender not listed"
+        if self.chat == "group" and not message.is_group:
+            return GROUP_ONLY
+        if self.chat == "private" and message.is_group:
+            return PRIVATE_ONLY
         if self.admins_only and not message.is_admin:
-            return "scope: admins only"
+            return ADMINS_ONLY
         return None
 
 
 @dataclass(frozen=True, slots=True)
 class Trigger:
-    """How a rule matches. `kind` is keywords, command, regex, contains, fallback or non_text."""
+    """How a rule matches: keywords, command, regex, contains, or one of the SPECIAL_KINDS."""
 
     kind: str
     words: tuple[str, ...] = ()
@@ -69,7 +81,7 @@ class Trigger:
 
 def compile_trigger(kind: str, value: str | Sequence[str] | bool, *, case_sensitive: bool) -> Trigger:
     """Build a trigger at load time. Raises ValueError (RegexError for a regex RE2 cannot run)."""
-    if kind in ("fallback", "non_text"):
+    if kind in SPECIAL_KINDS:
         return Trigger(kind)
     flags = 0 if case_sensitive else re.IGNORECASE
     if kind == "regex":
@@ -140,14 +152,14 @@ class Verdict:
 class Matcher(Generic[R]):
     """An index over rules in precedence order, built once per RuleSet."""
 
-    def __init__(self, rules: Sequence[R]) -> None:
+    def __init__(self, rules: Sequence[R], *, voice_as_text: bool = True) -> None:
         # `rules` arrive in precedence order: rank = position.
         self._rules = tuple(rules)
+        self._voice_as_text = voice_as_text
         self._exact: dict[tuple[bool, str], list[int]] = {}
         self._command: dict[tuple[bool, str], list[int]] = {}
         self._scanned: list[int] = []
-        self._fallback: int | None = None
-        self._non_text: int | None = None
+        self._special_ranks: dict[str, int] = {}
         for rank, rule in enumerate(self._rules):
             self._index(rank, rule.trigger)
 
@@ -162,36 +174,41 @@ class Matcher(Generic[R]):
                     ranks.append(rank)
         elif trigger.kind in ("regex", "contains"):
             self._scanned.append(rank)
-        elif trigger.kind == "fallback":
-            self._fallback = rank
         else:
-            self._non_text = rank
+            self._special_ranks[trigger.kind] = rank
 
     def find(self, message: Message) -> Match[R] | None:
         """The rule that answers `message`: the first candidate its scope admits, or None."""
         return first_admitted(self.candidates(message), message)
 
+    def heard(self, message: Message) -> str | None:
+        """The normalised words to match, or None when the message has none (non_text)."""
+        return heard_text(message, voice_as_text=self._voice_as_text)
+
     def candidates(self, message: Message) -> Iterator[Match[R]]:
         """Every rule whose trigger matches `message`, in precedence order, ending with the
-        fallback (or, for non-text messages, only the non_text rule). Scopes are not checked
-        here; lazily computed, so taking the first admitted one stops the scan."""
-        if not message.is_text:
-            yield from self._special(self._non_text, message, "non-text message")
+        fallback (for non-text messages only the non_text rule; for a bare @-mention the empty
+        rule, then the fallback). Scopes are not checked here; lazily computed, so taking the
+        first admitted one stops the scan."""
+        text = self.heard(message)
+        if text is None:
+            yield from self._special("non_text", "", "non-text message")
             return
-        text = normalise(message.text)
-        for rank in self._candidates(text):
+        if not text:
+            yield from self._special("empty", "", "a bare @-mention")
+        for rank in self._candidates(text) if text else ():
             match = _try(self._rules[rank], text)
             if match is not None:
                 yield match
-        yield from self._special(self._fallback, message, "nothing else matched")
+        yield from self._special("fallback", text, "nothing else matched")
 
     def explain(self, message: Message) -> list[Verdict]:
         """Every rule in precedence order with the reason it did or did not take `message`."""
-        text = normalise(message.text)
+        text = self.heard(message)
         winner = self.find(message)
         verdicts = []
         for rule in self._rules:
-            match = _try(rule, text) if message.is_text else None
+            match = _try(rule, text) if text else None
             refusal = rule.scope.refusal(message)
             verdicts.append(_verdict(rule, match, refusal, winner, message))
         return verdicts
@@ -205,14 +222,56 @@ class Matcher(Generic[R]):
             hits.update(self._command.get((case_sensitive, fold(head)), ()))
         yield from heapq.merge(sorted(hits), self._scanned)
 
-    def _special(self, rank: int | None, message: Message, why: str) -> Iterator[Match[R]]:
+    def _special(self, kind: str, text: str, why: str) -> Iterator[Match[R]]:
+        rank = self._special_ranks.get(kind)
         if rank is not None:
-            yield Match(self._rules[rank], normalise(message.text), reason=why)
+            yield Match(self._rules[rank], text, reason=why)
+
+
+def heard_text(message: Message, *, voice_as_text: bool) -> str | None:
+    """What the sender said, normalised: typed text (a bare @-mention is ""), a rich-text
+    message's text parts, a voice message's transcription (when `voice_as_text`); None for a
+    message with no words (a picture, a file, rich text that is only pictures)."""
+    if message.msgtype == "text":
+        return normalise(message.text)
+    if message.msgtype == "richText":
+        return normalise(message.text) or None
+    if message.msgtype == "audio" and voice_as_text:
+        # Transcriptions end a sentence ("帮助。"); a typed keyword never does.
+        return normalise(message.spoken).rstrip(_SENTENCE_END).rstrip() or None
+    return None
 
 
 def first_admitted(candidates: Iterable[Match[T]], message: Message) -> Match[T] | None:
     """The first matching rule whose scope admits the message; a refused rule lets the next try."""
     return next((m for m in candidates if m.rule.scope.refusal(message) is None), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Choice(Generic[R]):
+    """The scope step's verdict: the rule that answers, or the rule the sender asked for but may
+    not use here (`refusal` says why, one of TELLABLE_REFUSALS), or neither."""
+
+    match: Match[R] | None = None
+    refused: Match[R] | None = None
+    refusal: str = ""
+
+
+def choose(candidates: Iterable[Match[T]], message: Message, tell: Collection[str] = ()) -> Choice[T]:
+    """The first candidate the scope admits, unless the sender asked for a rule they may not use
+    (a refusal in `tell`: admins only, group or private chats only) and only the fallback would
+    answer instead: then they are told, rather than told they were not understood."""
+    told: Match[T] | None = None
+    why = ""
+    for match in candidates:
+        refusal = match.rule.scope.refusal(message)
+        if refusal is None:
+            if told is not None and match.rule.trigger.kind in SPECIAL_KINDS:
+                break
+            return Choice(match)
+        if told is None and refusal in tell:
+            told, why = match, refusal
+    return Choice(refused=told, refusal=why) if told is not None else Choice()
 
 
 def _try(rule: T, text: str) -> Match[T] | None:
@@ -247,7 +306,7 @@ def _verdict(
 ) -> Verdict:
     if winner is not None and winner.rule is rule:
         return Verdict(rule.name, True, winner.reason)
-    if rule.trigger.kind in ("fallback", "non_text"):
+    if rule.trigger.kind in SPECIAL_KINDS:
         return Verdict(rule.name, False, f"{rule.trigger.kind}: not needed" if refusal is None else refusal)
     if match is None:
         return Verdict(rule.name, False, f"{rule.trigger.kind} did not match")

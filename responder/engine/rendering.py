@@ -8,6 +8,7 @@ Every reply renders within one Budget (engine/sandbox.py): its output and time a
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,11 +17,15 @@ import jinja2
 
 from responder import __version__
 from responder.dingtalk import Button, FeedLink, Mention, Message, Reply
+from responder.engine.markdown import ESCAPE_KEY, MARKDOWN_TYPES
 from responder.engine.matching import Match, Matchable
 from responder.engine.sandbox import Budget, BudgetedSandbox, RenderBudgetExceeded
 from responder.sources.base import SourceResult
 
 MAX_URL_BYTES = 4096
+URL_SCHEMES = frozenset({"http", "https", "dingtalk", "dtmd"})  # dtmd://dingtalkclient/sendMessage
+PICTURE_SCHEMES = frozenset({"http", "https"})
+_MEDIA_ID = re.compile(r"@[A-Za-z0-9_\-]{4,256}")
 
 
 class RenderError(Exception):
@@ -98,12 +103,23 @@ def build_context(
             "type": "group" if message.is_group else "private",
         },
         "message_type": message.msgtype,
+        "spoken": message.msgtype == "audio",
+        "parts": [
+            {"type": part.kind, "text": part.text, "download_code": part.download_code}
+            for part in message.parts
+        ],
+        "quoted": _quoted(message),
         "now": now,
         "source": source,
         "rules": rules,
         "rule": {"name": match.rule.name},
         "bot": {"name": "responder", "version": __version__},
     }
+
+
+def _quoted(message: Message) -> dict[str, str] | None:
+    quoted = message.quoted
+    return None if quoted is None else {"type": quoted.msgtype, "text": quoted.text}
 
 
 def render(
@@ -133,16 +149,19 @@ def _environment_of(template: ReplyTemplate) -> BudgetedSandbox | None:
 def _assemble(
     template: ReplyTemplate, body: jinja2.Template | None, context: Mapping[str, Any], message: Message
 ) -> Reply:
+    # Markdown fields print values escaped; URL fields never are (they are checked instead).
+    text_context = {**context, ESCAPE_KEY: template.msgtype in MARKDOWN_TYPES}
+    url_context = {**context, ESCAPE_KEY: False}
     return Reply(
         msgtype=template.msgtype,
-        text=_render(body, context),
-        title=_render(template.title, context),
-        url=_render_url(template.url, context),
-        picture=_render_url(template.picture, context),
-        single_button=_button(template.single_button, context),
-        buttons=tuple(b for b in (_button(t, context) for t in template.buttons) if b),
+        text=_render(body, text_context),
+        title=_render(template.title, text_context),
+        url=_render_url(template.url, url_context),
+        picture=_render_url(template.picture, url_context, picture=True),
+        single_button=_button(template.single_button, text_context, url_context),
+        buttons=tuple(b for b in (_button(t, text_context, url_context) for t in template.buttons) if b),
         horizontal_buttons=template.horizontal_buttons,
-        links=tuple(_link(t, context) for t in template.links),
+        links=tuple(_link(t, text_context, url_context) for t in template.links),
         mention=sender_mention(message) if template.at_sender else None,
     )
 
@@ -165,29 +184,69 @@ def _render(template: jinja2.Template | None, context: Mapping[str, Any]) -> str
     except RenderBudgetExceeded as exc:
         raise RenderError(str(exc), reason="budget") from exc
     except RecursionError as exc:
-        raise RenderError("RecursionError: the template calls itself too deeply") from exc
+        raise RenderError(f"{_where(exc)}RecursionError: the template calls itself too deeply") from exc
     except Exception as exc:  # a template must never leave a message unanswered
-        raise RenderError(f"{type(exc).__name__}: {exc}") from exc
+        raise RenderError(f"{_where(exc)}{type(exc).__name__}: {exc}") from exc
 
 
-def _button(template: ButtonTemplate | None, context: Mapping[str, Any]) -> Button | None:
+_INLINE = "rules.yaml-inline"
+
+
+def inline_origin(rules_file: str, first_line: int) -> str:
+    """The name an inline template is compiled under, so its failures point into rules.yaml."""
+    return f"<{_INLINE}:{first_line}:{rules_file}>"
+
+
+def _where(exc: BaseException) -> str:
+    """`file:line: ` of the template line that failed (Jinja maps traceback frames to template
+    lines), or "" if no frame is a template's."""
+    found = ""
+    traceback = exc.__traceback__
+    while traceback is not None:
+        filename, line = traceback.tb_frame.f_code.co_filename, traceback.tb_lineno
+        if filename.startswith(f"<{_INLINE}:"):
+            first, rules_file = filename[len(_INLINE) + 2 : -1].split(":", 1)
+            found = f"{rules_file}:{int(first) + line - 1}: "
+        elif not filename.endswith(".py") and not filename.startswith("<"):
+            found = f"{filename}:{line}: "
+        traceback = traceback.tb_next
+    return found
+
+
+def _button(
+    template: ButtonTemplate | None, context: Mapping[str, Any], url_context: Mapping[str, Any]
+) -> Button | None:
     if template is None:
         return None
-    return Button(_render(template.title, context), _render_url(template.url, context))
+    return Button(_render(template.title, context), _render_url(template.url, url_context))
 
 
-def _link(template: LinkTemplate, context: Mapping[str, Any]) -> FeedLink:
+def _link(template: LinkTemplate, context: Mapping[str, Any], url_context: Mapping[str, Any]) -> FeedLink:
     return FeedLink(
         _render(template.title, context),
-        _render_url(template.url, context),
-        _render_url(template.picture, context),
+        _render_url(template.url, url_context),
+        _render_url(template.picture, url_context, picture=True),
     )
 
 
-def _render_url(template: jinja2.Template | None, context: Mapping[str, Any]) -> str:
-    """URLs are never cut to fit a reply (a cut URL opens the wrong page), so they are bounded
-    here: a URL that echoes a long message is a render failure, not an oversized reply."""
+def _render_url(
+    template: jinja2.Template | None, context: Mapping[str, Any], *, picture: bool = False
+) -> str:
+    """A URL field: http(s), or a DingTalk in-app link (`dingtalk://`, `dtmd://`); a picture may
+    also be a DingTalk media id (`@lADP…`). URLs are never cut to fit a reply (a cut URL opens the
+    wrong page), so a URL that echoes a long message is a render failure, not an oversized reply."""
     url = _render(template, context)
     if len(url.encode()) > MAX_URL_BYTES:
         raise RenderError(f"a URL longer than {MAX_URL_BYTES} bytes ({len(url.encode())})", reason="budget")
+    if url and not _allowed_url(url, picture=picture):
+        scheme = url.split(":", 1)[0][:20] if ":" in url else url[:20]
+        raise RenderError(f"a URL must be http(s), dingtalk:// or dtmd://, not {scheme!r}")
     return url
+
+
+def _allowed_url(url: str, *, picture: bool) -> bool:
+    if picture and _MEDIA_ID.fullmatch(url):
+        return True
+    scheme, separator, rest = url.partition("://")
+    allowed = PICTURE_SCHEMES if picture else URL_SCHEMES
+    return bool(separator) and scheme.lower() in allowed and bool(rest)

@@ -26,6 +26,8 @@ from jinja2.filters import do_center, do_format, do_indent, do_replace
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from responder.engine.markdown import finalize, trusted
+
 MAX_OUTPUT_CHARS = 64 * 1024  # per reply, all fields together; DingTalk takes 20,000 bytes
 MAX_RENDER_S = 0.25
 MAX_VALUE_CHARS = 256 * 1024  # the largest string or list one operation may build
@@ -77,11 +79,12 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "%"})
 
     def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
+        super().__init__(finalize=finalize, **options)
         self._budget = threading.local()
         self.globals.pop("lipsum", None)  # lipsum(n=10**6) writes megabytes
         self.globals["range"] = self._range
         self.filters.update(center=_center, format=_format, indent=_indent, replace=_replace)
+        self.filters["markdown"] = trusted
 
     @property
     def budget(self) -> Budget | None:

@@ -16,10 +16,16 @@ from typing import Any
 import jinja2
 
 from responder.engine.cooldowns import Cooldown
-from responder.engine.matching import Matcher, Scope, Trigger, compile_trigger
-from responder.engine.rendering import ButtonTemplate, LinkTemplate, ReplyTemplate, make_environment
+from responder.engine.matching import SPECIAL_KINDS, Matcher, Scope, Trigger, compile_trigger
+from responder.engine.rendering import (
+    ButtonTemplate,
+    LinkTemplate,
+    ReplyTemplate,
+    inline_origin,
+    make_environment,
+)
 from responder.rules import schema, yamldoc
-from responder.rules.model import MATCH_KINDS, Rule, RulesError, RuleSet
+from responder.rules.model import MATCH_KINDS, CatalogueEntry, Rule, RulesError, RuleSet
 from responder.rules.problems import Problem
 from responder.rules.templates import TemplateFileError, TemplateFiles
 from responder.settings import Connection, DingTalkSettings, Policy
@@ -58,7 +64,7 @@ class _Compiler:
     def run(self, sha256: str) -> RuleSet:
         dingtalk = self.dingtalk(self.data.get("dingtalk", {}))
         sources = self.sources(self.data.get("sources", {}))
-        defaults = self.data.get("defaults", {})
+        defaults = schema.with_defaults("defaults", self.data.get("defaults", {}))
         compiled = [self.rule(i, spec, defaults, sources) for i, spec in enumerate(self.data["rules"])]
         rules = [rule for rule in compiled if rule is not None]
         self.check_unique(rules)
@@ -70,9 +76,13 @@ class _Compiler:
             sha256=sha256,
             dingtalk=dingtalk,
             rules=ordered,
-            matcher=Matcher(ordered),
+            matcher=Matcher(
+                ordered,
+                voice_as_text=defaults["voice_as_text"],
+            ),
             sources=MappingProxyType(sources),
             catalogue=tuple(_catalogue_entry(spec) for spec in self.data["rules"] if not spec.get("hidden")),
+            not_allowed=MappingProxyType(_not_allowed(defaults)),
         )
 
     def problem(self, path: yamldoc.Path, message: str, *, at_key: bool = False) -> None:
@@ -212,7 +222,7 @@ class _Compiler:
                 line = self.doc.position(("rules", first[name])).line
                 self.problem(("rules", index, "name"), f"rule name {name!r} is already used on line {line}")
             first.setdefault(name, index)
-            for kind in ("fallback", "non_text"):
+            for kind in SPECIAL_KINDS:
                 if kind in spec and kind in singletons:
                     line = self.doc.position(("rules", singletons[kind])).line
                     self.problem(
@@ -240,8 +250,11 @@ class _TemplateCompiler:
         return None if source is None else self.compile((key,), source)
 
     def compile(self, path: yamldoc.Path, source: str) -> jinja2.Template | None:
+        env = self.owner.env
         try:
-            return self.owner.env.from_string(source)
+            # Named after where it is written, so a render failure can say file:line.
+            code = env.compile(source, filename=inline_origin(self.owner.file, self.first_line(path)))
+            return env.template_class.from_code(env, code, env.make_globals(None))
         except jinja2.TemplateSyntaxError as exc:
             self.inline_problem(path, exc)
         except Exception as exc:  # e.g. `{{ 10**5000 }}`: Jinja folds the constant, then repr fails
@@ -286,6 +299,13 @@ class _TemplateCompiler:
     def link(self, index: int, spec: Mapping[str, str]) -> LinkTemplate:
         parts = {k: self.compile(("links", index, k), spec[k]) for k in ("title", "url", "picture")}
         return LinkTemplate(**parts)  # type: ignore[arg-type]
+
+    def first_line(self, path: yamldoc.Path) -> int:
+        """The rules.yaml line of an inline template's first line (a `|` block starts below)."""
+        full = (*self.at, *path)
+        node = self.owner.doc.scalar(full)
+        block = 1 if node is not None and node.style in ("|", ">") else 0
+        return self.owner.doc.position(full).line + block
 
     def inline_problem(self, path: yamldoc.Path, exc: jinja2.TemplateSyntaxError) -> None:
         full = (*self.at, *path)
@@ -332,7 +352,16 @@ def _scope(given: Mapping[str, Any]) -> Scope:
     )
 
 
-def _catalogue_entry(spec: Mapping[str, Any]) -> Mapping[str, Any]:
+def _not_allowed(defaults: Mapping[str, Any]) -> dict[str, str]:
+    given = defaults["not_allowed"]
+    return {**schema.defaults("defaults")["not_allowed"], **given}
+
+
+def _catalogue_entry(spec: Mapping[str, Any]) -> CatalogueEntry:
+    return CatalogueEntry(_catalogue_info(spec), _scope(spec.get("scope", {})))
+
+
+def _catalogue_info(spec: Mapping[str, Any]) -> Mapping[str, Any]:
     """What `help` templates see of a rule: name, description, kind and the words that trigger it."""
     kind = next(k for k in MATCH_KINDS if k in spec)
     words = spec[kind] if kind in ("keywords", "command", "contains") else []

@@ -7,14 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from responder.dingtalk import Message
 from responder.engine.cooldowns import Cooldown
-from responder.engine.matching import Matcher, Scope, Trigger
+from responder.engine.matching import TELLABLE_REFUSALS, Matcher, Scope, Trigger
 from responder.engine.rendering import ReplyTemplate
 from responder.rules.problems import Problem
 from responder.settings import DingTalkSettings
 from responder.sources.base import SourceSpec
 
-MATCH_KINDS = ("keywords", "command", "regex", "contains", "fallback", "non_text")
+MATCH_KINDS = ("keywords", "command", "regex", "contains", "fallback", "non_text", "empty")
 
 
 class RulesError(Exception):
@@ -43,6 +44,14 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class CatalogueEntry:
+    """What templates see of one non-hidden rule (`info`), and who may see it (`scope`)."""
+
+    info: Mapping[str, Any]
+    scope: Scope
+
+
+@dataclass(frozen=True, slots=True)
 class RuleSet:
     """One immutable snapshot of the configuration; the server swaps whole snapshots."""
 
@@ -52,11 +61,22 @@ class RuleSet:
     rules: tuple[Rule, ...]
     matcher: Matcher[Rule] = field(repr=False)
     sources: Mapping[str, SourceSpec] = field(repr=False)
-    catalogue: tuple[Mapping[str, Any], ...] = field(repr=False)
+    catalogue: tuple[CatalogueEntry, ...] = field(repr=False)
     # The text it was compiled from: `check` re-reads positions and examples from it, not the disk.
     text: str = field(default="", repr=False)
+    # What a sender is told when a rule's scope refuses who or where they are (TELLABLE_REFUSALS).
+    not_allowed: Mapping[str, str] = field(default_factory=dict, repr=False)
     # Values ${VAR}s put into the settings: logs and reports must never show them.
     secrets: frozenset[str] = field(default=frozenset(), repr=False)
+
+    @property
+    def told_refusals(self) -> frozenset[str]:
+        """The scope refusals a sender is told about (those with a `not_allowed` text)."""
+        return frozenset(refusal for refusal, key in TELLABLE_REFUSALS.items() if self.not_allowed.get(key))
+
+    def visible_rules(self, message: Message) -> list[Mapping[str, Any]]:
+        """What `help` lists for the sender of `message`: the rules their scope lets them use."""
+        return [entry.info for entry in self.catalogue if entry.scope.refusal(message) is None]
 
     def rule(self, name: str) -> Rule | None:
         return next((r for r in self.rules if r.name == name), None)

@@ -7,6 +7,7 @@ top-level schema/ folder; an installed wheel carries it inside the package.
 from __future__ import annotations
 
 import datetime
+import difflib
 import functools
 import json
 from collections.abc import Iterator, Mapping
@@ -23,7 +24,7 @@ from responder.rules.yamldoc import YamlDocument, YamlProblem, is_plain_scalar
 
 _CHECKOUT_SCHEMA = Path(__file__).resolve().parents[2] / "schema" / "rules.schema.json"
 
-_MATCH_KEYS = ("keywords", "command", "regex", "contains", "fallback", "non_text")
+_MATCH_KEYS = ("keywords", "command", "regex", "contains", "fallback", "non_text", "empty")
 _ONE_OF_HINTS = {
     "Exactly one way to match.": _MATCH_KEYS,
     "Every other message type needs a template or an inline body.": ("template", "body"),
@@ -118,9 +119,15 @@ def _describe(doc: YamlDocument, error: ValidationError, path: DataPath) -> str:
     if error.validator == "additionalProperties":
         extra = _unexpected_keys(error)
         allowed = sorted(_schema_of(error).get("properties", {}))
-        return f"{where}unknown key {extra[0]!r}; allowed keys: {', '.join(allowed)}"
+        hint = _did_you_mean(extra[0], allowed)
+        return f"{where}unknown key {extra[0]!r}{hint}; allowed keys: {', '.join(allowed)}"
     if error.validator == "oneOf":
         return where + _explain_one_of(error)
+    if error.validator == "enum" and isinstance(error.instance, str):
+        choices = [str(choice) for choice in _as_list(error.validator_value)]
+        hint = _did_you_mean(error.instance, choices)
+        shown = "this value" if _may_hold_secrets(path) else repr(error.instance)
+        return f"{where}{shown} is not one of {', '.join(choices)}{hint}"
     if _may_hold_secrets(path) and error.validator not in ("required",):
         return where + _value_free(error)
     if error.validator == "maxLength":  # the value itself may be long, or secret: never echo it
@@ -128,6 +135,13 @@ def _describe(doc: YamlDocument, error: ValidationError, path: DataPath) -> str:
     if error.validator == "required":
         return f"{where}{error.message.replace(' is a required property', '')} is required"
     return f"{where}{error.message}"
+
+
+def _did_you_mean(written: str, candidates: list[str]) -> str:
+    """` (did you mean 'keywords'?)` for a near miss (errbot and git do the same), else ""."""
+    folded = {candidate.lower(): candidate for candidate in candidates}
+    close = difflib.get_close_matches(written.lower(), list(folded), n=1, cutoff=0.6)
+    return f" (did you mean {folded[close[0]]!r}?)" if close else ""
 
 
 def _where(doc: YamlDocument, path: DataPath) -> str:

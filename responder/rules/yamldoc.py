@@ -139,13 +139,35 @@ def parse(text: str, filename: str) -> YamlDocument:
     except ConstructorError as exc:
         raise YamlError([_marked(exc, exc.problem or "cannot read this value")]) from None
     except yaml.MarkedYAMLError as exc:
-        problem = _marked(exc, f"YAML syntax error: {exc.problem}")
+        problem = _marked(exc, f"YAML syntax error: {exc.problem}{_hint(exc, text)}")
         raise YamlError([_within(problem, text)]) from None
     except yaml.YAMLError as exc:
         raise YamlError([YamlProblem(Position(1, 1), f"YAML error: {exc}")]) from None
     finally:
         loader.dispose()
     return YamlDocument(data, root, text)
+
+
+_INDENT_HINT = (
+    " (hint: this line is indented differently from the lines around it: a rule's keys line up "
+    "under its `name:`, and every rule starts with `- ` in the same column)"
+)
+_INDENT_PROBLEMS = ("expected '-' indicator", "expected key", "expected <block end>")
+_QUOTE_HINT = ' (hint: a value with ": " in it must be quoted, e.g. body: "Time: {{ now }}")'
+
+
+def _hint(exc: yaml.MarkedYAMLError, text: str) -> str:
+    """One line on the two mistakes behind most YAML errors: indentation, and an unquoted `: `."""
+    problem, mark = exc.problem or "", exc.problem_mark
+    if "mapping values are not allowed" in problem and mark is not None:
+        lines = text.splitlines()
+        line = lines[mark.line] if mark.line < len(lines) else ""
+        return _QUOTE_HINT if ":" in line[: mark.column] else _INDENT_HINT
+    if any(
+        marker in problem for marker in ("expected '-' indicator", "expected key", "expected <block end>")
+    ):
+        return _INDENT_HINT
+    return ""
 
 
 def _within(problem: YamlProblem, text: str) -> YamlProblem:

@@ -133,12 +133,13 @@ def test_sender_and_scope_options_reach_the_engine(
         "    scope: {chat: private, admins_only: true, conversations: [cidX]}\n"
         "    examples:\n"
         "      - {say: ping, nick: Ann, admin: true, chat: private, conversation: cidX, contains: pong Ann}\n"
-        "      - {say: ping, nick: Ann, chat: private, conversation: cidX, no_reply: true}\n"
-        "      - {say: ping, admin: true, conversation: cidX, no_reply: true}\n"
+        "      - {say: ping, chat: private, conversation: cidX, contains: only organisation admins}\n"
+        "      - {say: ping, admin: true, conversation: cidX, contains: private chat with me only}\n"
+        "      - {say: ping, admin: true, chat: private, no_reply: true}\n"
     )
     code, out, err = run_check(write_rules(tmp_path, text), capsys)
     assert (code, err) == (0, "")
-    assert "3 of 3 examples passed" in out
+    assert "4 of 4 examples passed" in out
 
 
 def test_no_reply_fails_when_a_rule_answers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

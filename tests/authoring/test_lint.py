@@ -156,6 +156,12 @@ def test_identical_regex_differing_in_case_does_not_shadow(tmp_path: Path) -> No
     assert not [w for w in warnings_for(tmp_path, rules) if "never answer" in w]
 
 
+SEEN = (
+    "args, args_text, bot, conversation, groups, message_type, now, parts, quoted, rule, rules, "
+    "sender, source, spoken, text"
+)
+
+
 def test_template_variables_nothing_provides(tmp_path: Path) -> None:
     rules = (
         "rules:\n"
@@ -170,18 +176,35 @@ def test_template_variables_nothing_provides(tmp_path: Path) -> None:
         "{% set x = 1 %}{{ x }} {{ range(2) }}\n"
         "to {{ user.name }}\n"
     )
+    # Errors, not warnings: such a reply could only ever be the apology.
     assert warnings_for(tmp_path, rules, {"greet.md.j2": template}) == [
-        "R:5:12: warning: rule 'greet': template variable 'nick' is not defined; templates see: "
-        "args, args_text, bot, conversation, groups, message_type, now, rule, rules, sender, source, text",
-        "T/greet.md.j2:3:7: warning: rule 'greet': template variable 'user' is not defined; templates see: "
-        "args, args_text, bot, conversation, groups, message_type, now, rule, rules, sender, source, text",
+        f"R:5:12: rule 'greet': template variable 'nick' is not defined; templates see: {SEEN}",
+        f"T/greet.md.j2:3:7: rule 'greet': template variable 'user' is not defined; templates see: {SEEN}",
     ]
+
+
+def test_an_attribute_no_message_has_is_an_error(tmp_path: Path) -> None:
+    rules = "rules:\n  - name: a\n    keywords: [a]\n    msgtype: text\n"
+    rules += "    body: |\n      {{ sender.nick }} {{ sender['staff_id'] }}\n      {{ sender.nickname }}\n"
+    assert warnings_for(tmp_path, rules) == [
+        "R:7:1: rule 'a': sender.nickname does not exist; sender has: is_admin, nick, staff_id"
+    ]
+
+
+def test_check_fails_on_an_undefined_variable_even_without_examples(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text("rules:\n  - {name: a, keywords: [a], msgtype: text, body: '{{ sender.nickname }}'}\n")
+    (tmp_path / "templates").mkdir()
+    assert main(["check", "--config", str(path)], environ={}) == 1
+    assert "1 error" in capsys.readouterr().err
 
 
 def test_block_scalar_template_variable_points_at_its_line(tmp_path: Path) -> None:
     rules = "rules:\n  - name: a\n    keywords: [a]\n    msgtype: text\n"
     rules += "    body: |\n      one\n      two {{ zzz }}\n"
-    assert [w.split(": rule")[0] for w in warnings_for(tmp_path, rules)] == ["R:7:1: warning"]
+    assert [w.split(": rule")[0] for w in warnings_for(tmp_path, rules)] == ["R:7:1"]
 
 
 def test_unused_source_and_source_the_templates_ignore(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from responder.dingtalk import (
     MessageError,
+    MessagePart,
     SignatureError,
     parse_message,
     sign,
@@ -148,7 +149,7 @@ def test_parse_sheet_example_callback() -> None:
     message = parse_message(sample("text_group.json"))
     assert message.msg_id == "msgTESTmsgTESTmsgTEST=="
     assert message.msgtype == "text"
-    assert message.is_text
+    assert (message.parts, message.spoken, message.quoted) == ((), "", None)
     assert message.text == " 部署 prod"
     assert message.conversation_id == "cidTEST0000000000000000000=="
     assert message.is_group
@@ -191,9 +192,17 @@ def test_parse_ignores_unknown_fields() -> None:
 def test_parse_non_text_sample(name: str, msgtype: str) -> None:
     message = parse_message(sample(name))
     assert message.msgtype == msgtype
-    assert not message.is_text
-    assert message.text == ""
     assert message.sender_staff_id == "user123"
+    if msgtype == "richText":  # its text parts are text; its pictures are parts by download code
+        assert message.text == "看这张图"
+        assert message.parts == (
+            MessagePart("text", "看这张图"),
+            MessagePart("picture", download_code="DLCODE001"),
+        )
+    elif msgtype == "audio":  # DingTalk's own transcription
+        assert (message.text, message.spoken) == ("", "帮助")
+    else:
+        assert (message.text, message.parts, message.spoken) == ("", (), "")
 
 
 def test_parse_rejects_non_utf8_body() -> None:

@@ -63,7 +63,7 @@ def problems_of(path: Path, environ: dict[str, str] | None = None) -> list[str]:
 
 def test_bundled_rules_load() -> None:
     ruleset = load_rules(ROOT / "rules.yaml", {})
-    assert [r.name for r in ruleset.rules] == ["ip", "help", "about", "unknown", "not-text"]
+    assert [r.name for r in ruleset.rules] == ["ip", "help", "hello", "about", "unknown", "not-text"]
     assert ruleset.dingtalk.policy.app_secrets == ()
     assert ruleset.path == ROOT / "rules.yaml"
 

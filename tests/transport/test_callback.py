@@ -242,18 +242,18 @@ async def test_at_sender_can_be_switched_off(
     ("text", "fields", "expected"),
     [
         ("g", {"conversationType": "2"}, "group"),
-        ("g", {}, "fallback: g"),
+        ("g", {}, "This works in group chats only."),  # who or where: the sender is told
         ("p", {}, "private"),
-        ("p", {"conversationType": "2"}, "fallback: p"),
+        ("p", {"conversationType": "2"}, "This works in a private chat with me only."),
         ("c", {"conversationId": "cidALLOWED"}, "conversation"),
-        ("c", {}, "fallback: c"),
+        ("c", {}, "fallback: c"),  # another group's rule stays invisible
         ("s", {"senderStaffId": "boss"}, "sender"),
         ("s", {}, "fallback: s"),
         ("a", {"isAdmin": True}, "admin"),
-        ("a", {}, "fallback: a"),
+        ("a", {}, "Sorry, only organisation admins may use this."),
     ],
 )
-async def test_scopes_admit_or_pass_to_fallback(
+async def test_scopes_admit_tell_or_pass_to_fallback(
     text: str, fields: dict[str, Any], expected: str, rules_path: Path, sink: Sink, make_client: ClientFactory
 ) -> None:
     client = await make_client(rules_path)

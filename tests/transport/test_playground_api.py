@@ -166,7 +166,8 @@ async def test_admin_flag_and_chat_reach_the_matcher(aiohttp_client: Any, scoped
     refused = await try_text(client, text="deploy web", admin=False)
     admitted = await try_text(client, text="deploy web", admin=True)
     private = await try_text(client, text="deploy web", admin=True, chat="private")
-    assert refused["rule"] is None and refused["reply"] is None
+    assert refused["rule"] == "deploy" and refused["reason"] == "told: scope: admins only"
+    assert refused["reply"]["text"]["content"] == "@tester Sorry, only organisation admins may use this."
     assert refused["explain"][0]["reason"] == "matched command 'deploy', but scope: admins only"
     assert admitted["reply"]["text"]["content"] == "@tester deploying web"
     assert private["explain"][0]["reason"] == "matched command 'deploy', but scope: group chats only"

@@ -21,7 +21,8 @@ from responder.rules.problems import Problem
 
 @dataclass(frozen=True, slots=True)
 class Review:
-    """What `responder check` found beyond loading: lint warnings and example results."""
+    """What `responder check` found beyond loading: lint problems (warnings, and errors for what
+    can only ever fail, such as an undefined template variable) and example results."""
 
     warnings: tuple[Problem, ...]
     examples: examples.ExampleReport | None
@@ -30,12 +31,20 @@ class Review:
         failures = self.examples.failures if self.examples else ()
         return [str(w) for w in self.warnings] + [str(f) for f in failures]
 
+    @property
+    def errors(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.warnings if not p.is_warning)
+
     def ok(self, *, strict: bool) -> bool:
         failed = self.examples is not None and self.examples.failed > 0
-        return not failed and not (strict and self.warnings)
+        warned = any(p.is_warning for p in self.warnings)
+        return not failed and not self.errors and not (strict and warned)
 
     def summary(self) -> str:
-        parts = [f"{len(self.warnings)} warning{'' if len(self.warnings) == 1 else 's'}"]
+        warnings = len(self.warnings) - len(self.errors)
+        parts = [f"{warnings} warning{'' if warnings == 1 else 's'}"]
+        if self.errors:
+            parts.insert(0, f"{len(self.errors)} error{'' if len(self.errors) == 1 else 's'}")
         report = self.examples
         if report is not None:
             ran = f"{report.passed} of {report.total} examples passed"

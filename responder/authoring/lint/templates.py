@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import re
 from collections.abc import Iterator, Mapping
@@ -19,8 +20,9 @@ from responder.engine.matching import Match, Scope, Trigger
 from responder.engine.rendering import build_context, make_environment
 from responder.rules import yamldoc
 from responder.rules.load import templates_dir
-from responder.rules.problems import Problem, warning
+from responder.rules.problems import Problem
 from responder.rules.templates import TemplateFiles
+from responder.sources.base import SourceResult
 
 
 def template_problems(ctx: LintContext) -> Iterator[Problem]:
@@ -50,6 +52,7 @@ class _Template:
     file: str
     first_line: int
     column: int | None
+    assigned: frozenset[str] = frozenset()  # set by {% set %}, {% for %} or a macro: not context
 
 
 class _TemplateScanner:
@@ -94,9 +97,13 @@ class _TemplateScanner:
     def parsed(self, text: str, file: str, first_line: int, column: int | None) -> _Template:
         ast = self.env.parse(text)
         names = frozenset(meta.find_undeclared_variables(ast))
-        return _Template(text, names, ast, file, first_line, column)
+        assigned = frozenset(n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param"))
+        return _Template(text, names, ast, file, first_line, column, assigned)
 
     def undefined(self, template: _Template, rule: str) -> Iterator[Problem]:
+        """Names and attributes no message can ever give a template: errors, because the reply
+        could only ever be the apology (`{{ sender.nickname }}` for `{{ sender.nick }}`)."""
+        yield from self.missing_attributes(template, rule)
         for name in sorted(template.names - self.known):
             lineno = _first_use(template.ast, name)
             line = template.first_line + lineno - 1
@@ -106,7 +113,7 @@ class _TemplateScanner:
             column = _column(template, lineno, name) if template.file != self.file else 1
             if template.column and lineno == 1:
                 column = template.column
-            yield warning(
+            yield Problem(
                 template.file,
                 line,
                 column,
@@ -114,12 +121,64 @@ class _TemplateScanner:
                 f"templates see: {', '.join(sorted(_context_names()))}",
             )
 
+    def missing_attributes(self, template: _Template, rule: str) -> Iterator[Problem]:
+        shapes = _context_shapes()
+        for node in template.ast.find_all((nodes.Getattr, nodes.Getitem)):
+            owner, attribute = _attribute_of(node)
+            if owner is None or owner not in shapes or owner in template.assigned:
+                continue
+            known = shapes[owner]
+            if attribute in known or attribute in _MAPPING_METHODS:
+                continue
+            line = template.first_line + node.lineno - 1
+            if (template.file, line, f"{owner}.{attribute}") in self.reported:
+                continue
+            self.reported.add((template.file, line, f"{owner}.{attribute}"))
+            yield Problem(
+                template.file,
+                line,
+                template.column if template.column and node.lineno == 1 else 1,
+                f"rule {rule!r}: {owner}.{attribute} does not exist; {owner} has: {', '.join(sorted(known))}",
+            )
+
 
 def _context_names() -> list[str]:
     """The variables rendering.build_context gives every template, asked of it, not copied."""
+    return list(_sample_context())
+
+
+def _sample_context() -> dict[str, Any]:
     match = Match(_Named("lint"), "")
-    message = examples.example_message({})
-    return list(build_context(match, message, None, (), datetime.datetime(2000, 1, 1)))
+    message = examples.example_message({"quote": "q"})
+    source = SourceResult(ok=True)
+    return build_context(match, message, source, (), datetime.datetime(2000, 1, 1))
+
+
+def _context_shapes() -> dict[str, frozenset[str]]:
+    """For each context variable with a fixed shape (a mapping, a result), the attributes it has."""
+    shapes = {}
+    for name, value in _sample_context().items():
+        if isinstance(value, dict):
+            shapes[name] = frozenset(value)
+        elif dataclasses.is_dataclass(value):
+            shapes[name] = frozenset(f.name for f in dataclasses.fields(value))
+    return shapes
+
+
+def _attribute_of(node: nodes.Node) -> tuple[str | None, str]:
+    """(`sender`, `nick`) for `sender.nick` or `sender["nick"]`; (None, "") otherwise."""
+    target = node.node  # type: ignore[attr-defined]
+    if not (isinstance(target, nodes.Name) and target.ctx == "load"):
+        return None, ""
+    if isinstance(node, nodes.Getattr):
+        return target.name, node.attr
+    argument = node.arg  # type: ignore[attr-defined]
+    if isinstance(argument, nodes.Const) and isinstance(argument.value, str):
+        return target.name, argument.value
+    return None, ""
+
+
+_MAPPING_METHODS = frozenset(name for name in dir(dict) if not name.startswith("_"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,13 +15,15 @@ from aiohttp import web
 from responder import keys
 from responder.delivery.budget import OutboundBudget
 from responder.delivery.gate import Gate
+from responder.delivery.late import OpenApiSink
+from responder.delivery.openapi import OpenApiClient
 from responder.delivery.pipeline import Guards, Pipeline
 from responder.delivery.webhook import REPLY_CONNECTIONS, WebhookSink
 from responder.engine.answer import LiveSources
 from responder.logs import Throttle
 from responder.metrics import Metrics
 from responder.rules.store import RuleStore
-from responder.settings import AppOptions
+from responder.settings import AppOptions, Connection
 from responder.sources import SourceHub
 from responder.transport import admin
 from responder.transport import callback as handlers
@@ -77,13 +79,34 @@ async def _outbound(app: web.Application) -> AsyncIterator[None]:
     app[keys.HTTP] = session
     app[keys.SOURCES] = hub
     app[keys.PIPELINE] = pipeline
-    app[keys.WEBHOOK] = WebhookSink(replies, clock=options.clock)
+    late = _openapi_sink(store.running, replies, metrics)
+    if late is not None:
+        app[keys.OPENAPI] = late
+    app[keys.WEBHOOK] = WebhookSink(replies, clock=options.clock, late=late)
     metrics.pending.set_function(lambda: pipeline.pending)
     yield
     await pipeline.drain(options.shutdown_grace_s)
     await hub.close()
     await session.close()
     await replies.close()
+
+
+def _openapi_sink(
+    connection: Connection, session: aiohttp.ClientSession, metrics: Metrics
+) -> OpenApiSink | None:
+    """The OpenAPI sink, when the app's credentials are set (restart-only, like the client)."""
+    if not connection.speaks_openapi:
+        return None
+    client = OpenApiClient(
+        session,
+        api_base=connection.api_base,
+        client_id=connection.client_id,
+        client_secret=connection.client_secret,
+        robot_code=connection.robot_code or None,
+        metrics=metrics,
+        monthly_call_cap=connection.openapi_monthly_calls,
+    )
+    return OpenApiSink(client)
 
 
 async def _stream(app: web.Application) -> AsyncIterator[None]:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import aiohttp
 from aiohttp import web
 
+from responder.delivery.late import OpenApiSink
 from responder.delivery.pipeline import Pipeline
 from responder.delivery.webhook import WebhookSink
 from responder.logs import Throttle
@@ -22,6 +23,7 @@ HTTP = web.AppKey("http", aiohttp.ClientSession)
 SOURCES = web.AppKey("sources", SourceHub)
 PIPELINE = web.AppKey("pipeline", Pipeline)
 WEBHOOK = web.AppKey("webhook", WebhookSink)
+OPENAPI = web.AppKey("openapi", OpenApiSink)  # only when the app's credentials are set
 # name -> is it ready? (the rules are loaded before serving; transports such as Stream add theirs)
 # Lines anyone can trigger (refused signatures) are rate-limited per app.
 LOG_THROTTLE = web.AppKey("log_throttle", Throttle)

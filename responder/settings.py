@@ -51,6 +51,13 @@ class Connection:
     client_id: str
     client_secret: str = field(repr=False)
     api_base: str
+    robot_code: str = ""  # OpenAPI sends; the client_id when not set
+    openapi_monthly_calls: int | None = None
+
+    @property
+    def speaks_openapi(self) -> bool:
+        """Whether OpenAPI sends are possible: the app's credentials are set."""
+        return bool(self.client_id and self.client_secret)
 
     def changed_fields(self, other: Connection) -> tuple[str, ...]:
         """Names of the fields whose values differ from `other`'s (values never reported)."""
@@ -76,6 +83,7 @@ class Policy:
     session_webhook_origins: tuple[str, ...]
     timestamp_window_ms: int
     webhook_timeout_s: float
+    late_reply: str = "drop"  # "openapi": late replies go through the OpenAPI
 
 
 @dataclass(frozen=True, slots=True)

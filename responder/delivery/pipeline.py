@@ -52,6 +52,7 @@ class Handled:
     reply: Reply | None = None
     render_error: str = ""
     retry: bool = False  # release the msgId, so DingTalk's redelivery is answered
+    via: str = ""  # the channel that took (or refused) the reply, when it was not the sink's own
 
 
 @dataclass(slots=True)
@@ -158,15 +159,23 @@ class Pipeline:
         except Undeliverable as exc:
             # An expired session says nothing about the redelivery, which brings a fresh one.
             return dropped(answer, exc.reason, retry=exc.reason == "webhook_expired")
-        if not await self._guards.budget.acquire(message.conversation_id, route.deadline):  # budget
+        budget = self._guards.budget
+        slot = await budget.acquire(message.conversation_id, route.deadline)  # budget
+        if not slot and route.late is not None:  # no slot while this channel lasts: go late
+            route.on_late()
+            route = route.late
+            slot = await budget.acquire(message.conversation_id, route.deadline)
+        if not slot:
             return dropped(answer, "rate_limited")
         delivery = await route.send(answer.reply)  # sink
+        via = delivery.via or route.via
         if delivery.throttled:
-            self._guards.budget.backoff(message.conversation_id)
+            budget.backoff(message.conversation_id)
         if delivery.ok:
-            return sent(answer)
+            return sent(answer, via)
         # Only a failure that certainly left nothing in the group may be tried again.
-        return dropped(answer, delivery.reason, retry=delivery.definite and not delivery.throttled)
+        retry = delivery.definite and not delivery.throttled
+        return dropped(answer, delivery.reason, retry=retry, via=via)
 
     async def _settle(self, message: Message, handled: Handled) -> None:
         """A delivery that definitely failed may succeed when DingTalk redelivers (with a fresh
@@ -186,7 +195,7 @@ class Pipeline:
             quoted(message.msg_id),
             handled.rule,
             quoted(handled.reason, always=True),
-            sink.name,
+            handled.via or sink.name,
             latency_ms,
         )
         self._metrics.messages.labels(handled.outcome).inc()
@@ -230,16 +239,16 @@ def refusal_notice(choice: Choice[Rule], message: Message, ruleset: RuleSet) -> 
     return Answer(rule.name, Reply("text", text, mention=mention), f"told: {choice.refusal}")
 
 
-def sent(answer: Answer) -> Handled:
-    return Handled("sent", answer.rule, answer.reason, answer.reply, answer.render_error)
+def sent(answer: Answer, via: str) -> Handled:
+    return Handled("sent", answer.rule, answer.reason, answer.reply, answer.render_error, via=via)
 
 
 def skipped(answer: Answer) -> Handled:
     return Handled("skipped", answer.rule, answer.reason, None, answer.render_error)
 
 
-def dropped(answer: Answer, reason: str, *, retry: bool = False) -> Handled:
-    return Handled("dropped", answer.rule, reason, answer.reply, answer.render_error, retry=retry)
+def dropped(answer: Answer, reason: str, *, retry: bool = False, via: str = "") -> Handled:
+    return Handled("dropped", answer.rule, reason, answer.reply, answer.render_error, retry=retry, via=via)
 
 
 def unanswered(heard: str | None) -> str:

@@ -10,6 +10,7 @@ and never waits for the budget: an HTTP answer cannot be late. The sessionWebhoo
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ class Delivery:
     reason: str = ""
     errcode: int | None = None
     definite: bool = False
+    via: str = ""  # the channel that took the reply, when not the route's own (a fallback)
 
     @property
     def throttled(self) -> bool:
@@ -51,10 +53,32 @@ class Delivery:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """Where one reply will go: `deadline` (time.monotonic) bounds its wait for a send slot."""
+    """Where one reply will go, and how it says it went (`via`). `deadline` (time.monotonic)
+    bounds its wait for a send slot. `late` is where the reply goes instead when no slot comes
+    in time or the route's session is gone (DingTalk's OpenAPI), if anywhere; `on_late` is told
+    when it does (an HTTP request can then be answered at once)."""
 
     deadline: float
     send: Callable[[Reply], Awaitable[Delivery]]
+    via: str
+    late: Route | None = None
+    on_late: Callable[[], None] = lambda: None
+
+
+class LateRoutes(Protocol):
+    """Where replies go when their own channel cannot take them any more (the OpenAPI)."""
+
+    def route(self, message: Message, ruleset: RuleSet) -> Route: ...
+
+
+def late_route(late: LateRoutes | None, message: Message, ruleset: RuleSet) -> Route | None:
+    """The late route for `message`, if `dingtalk.late_reply` asks for one and it can be used."""
+    if late is None or ruleset.dingtalk.policy.late_reply != "openapi":
+        return None
+    try:
+        return late.route(message, ruleset)
+    except Undeliverable:
+        return None
 
 
 class Sink(Protocol):
@@ -69,10 +93,16 @@ class Sink(Protocol):
 
 
 class ResponseSink:
-    """Holds the encoded reply for whoever answers the HTTP request (one sink per request)."""
+    """Holds the encoded reply for whoever answers the HTTP request (one sink per request).
 
-    def __init__(self, name: str = "response") -> None:
+    A reply with no send slot now goes `late` (the OpenAPI) if it may: the request is then
+    answered `{}` at once, and the reply follows when DingTalk's budget allows.
+    """
+
+    def __init__(self, name: str = "response", late: LateRoutes | None = None) -> None:
         self._name = name
+        self._late = late
+        self._decided = asyncio.Event()
         self.body: dict[str, Any] | None = None
 
     @property
@@ -80,8 +110,18 @@ class ResponseSink:
         return self._name
 
     def route(self, message: Message, ruleset: RuleSet) -> Route:
-        return Route(deadline=time.monotonic(), send=self._keep)
+        late = late_route(self._late, message, ruleset)
+        return Route(time.monotonic(), self._keep, self._name, late, on_late=self._decided.set)
+
+    async def answer(self, handling: Awaitable[object]) -> dict[str, Any] | None:
+        """The body for the HTTP response, as soon as it is known (the message may go on late)."""
+        decided = asyncio.ensure_future(self._decided.wait())
+        finished = asyncio.ensure_future(handling)
+        await asyncio.wait({decided, finished}, return_when=asyncio.FIRST_COMPLETED)
+        decided.cancel()
+        return self.body
 
     async def _keep(self, reply: Reply) -> Delivery:
         self.body = encode_reply(reply)
+        self._decided.set()
         return Delivery(True)

@@ -15,7 +15,7 @@ import aiohttp
 from yarl import URL
 
 from responder.delivery.budget import monotonic_deadline
-from responder.delivery.sinks import Delivery, Route, Undeliverable
+from responder.delivery.sinks import Delivery, LateRoutes, Route, Undeliverable, late_route
 from responder.dingtalk import Message, Reply, dumps, encode_reply
 from responder.rules.model import RuleSet
 
@@ -25,6 +25,7 @@ REPLY_CONNECTIONS = 256  # the reply pool's size; sources have their own
 MAX_ANSWER_BYTES = 64 * 1024
 # A message without an expiry (Stream mode always has one) may wait this long for a send slot.
 NO_EXPIRY_WAIT_S = 60.0
+ERRCODE_SESSION_GONE = 300001
 
 
 class WebhookSink:
@@ -32,24 +33,39 @@ class WebhookSink:
 
     name = "session_webhook"
 
-    def __init__(self, session: aiohttp.ClientSession, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        clock: Callable[[], float] = time.time,
+        late: LateRoutes | None = None,
+    ) -> None:
         self._session = session
         self._clock = clock
+        self._late = late
 
     def route(self, message: Message, ruleset: RuleSet) -> Route:
         policy = ruleset.dingtalk.policy
         now_ms = int(self._clock() * 1000)
-        url = check_session_webhook(
-            message.session_webhook,
-            policy.session_webhook_origins,
-            message.session_webhook_expires_ms,
-            now_ms,
-        )
+        late = late_route(self._late, message, ruleset)
+        try:
+            url = check_session_webhook(
+                message.session_webhook,
+                policy.session_webhook_origins,
+                message.session_webhook_expires_ms,
+                now_ms,
+            )
+        except Undeliverable as exc:
+            if exc.reason == "webhook_expired" and late is not None:
+                return late  # e.g. DingTalk's redelivery, after the session ended
+            raise
 
         async def send(reply: Reply) -> Delivery:
-            return await post_reply(self._session, url, encode_reply(reply), policy.webhook_timeout_s)
+            delivery = await post_reply(self._session, url, encode_reply(reply), policy.webhook_timeout_s)
+            if delivery.errcode == ERRCODE_SESSION_GONE and late is not None:
+                return await late.send(reply)  # the session ended before its stated expiry: once
+            return delivery
 
-        return Route(send_deadline(message, now_ms), send)
+        return Route(send_deadline(message, now_ms), send, self.name, late)
 
 
 def send_deadline(message: Message, now_ms: int) -> float:

@@ -105,6 +105,8 @@ class _Compiler:
             client_id=spec.get("client_id", ""),
             client_secret=spec.get("client_secret", ""),
             api_base=spec["api_base"].rstrip("/"),
+            robot_code=spec.get("robot_code") or spec.get("client_id", ""),
+            openapi_monthly_calls=spec.get("openapi_monthly_calls"),
         )
         policy = Policy(
             app_secrets=tuple(s for s in secrets if s),
@@ -112,7 +114,12 @@ class _Compiler:
             session_webhook_origins=tuple(o.lower().rstrip("/") for o in spec["session_webhook_origins"]),
             timestamp_window_ms=spec["timestamp_window_s"] * 1000,
             webhook_timeout_s=float(spec["webhook_timeout_s"]),
+            late_reply=spec.get("late_reply") or ("openapi" if connection.speaks_openapi else "drop"),
         )
+        if policy.late_reply == "openapi" and not connection.speaks_openapi:
+            self.problem(
+                ("dingtalk", "late_reply"), "dingtalk.late_reply openapi needs client_id and client_secret"
+            )
         return DingTalkSettings(connection, policy)
 
     def sources(self, specs: Mapping[str, Any]) -> dict[str, SourceSpec]:

@@ -35,14 +35,14 @@ async def callback(request: web.Request) -> web.Response:
                 log.warning("auth_rejected reason=%s remote=%s repeats=%d", exc.reason, request.remote, held)
             return web.json_response(UNAUTHORIZED, status=401)
     message = parse_message(await _read_json_body(request))
-    sink = ResponseSink() if policy.reply == "response" else app[keys.WEBHOOK]
+    sink = ResponseSink(late=app.get(keys.OPENAPI)) if policy.reply == "response" else app[keys.WEBHOOK]
     handling = app[keys.PIPELINE].start(message, sink)
     if handling is None:
         # Not claimed, so a redelivery by DingTalk can still be answered once we have room.
         return web.json_response(OVERLOADED, status=503)
     if isinstance(sink, ResponseSink):
-        await handling
-        return web.Response(body=dumps(sink.body or {}), content_type="application/json")
+        body = await sink.answer(handling)  # a reply that goes late leaves `{}` here at once
+        return web.Response(body=dumps(body or {}), content_type="application/json")
     return web.json_response({})
 
 

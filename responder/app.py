@@ -25,7 +25,7 @@ from responder.metrics import Metrics
 from responder.rules.store import RuleStore
 from responder.settings import AppOptions, Connection
 from responder.sources import SourceHub
-from responder.transport import admin
+from responder.transport import admin, pushes
 from responder.transport import callback as handlers
 from responder.transport.stream import StreamClient
 
@@ -42,6 +42,8 @@ def create_app(
     app[keys.OPTIONS] = options
     app[keys.METRICS] = metrics
     app[keys.READINESS] = {}
+    app[keys.STATUS_SECTIONS] = {}
+    pushes.install(app)
     app[keys.LOG_THROTTLE] = Throttle()
     app.cleanup_ctx.append(_outbound)
     app.cleanup_ctx.append(_stream)

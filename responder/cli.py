@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -180,20 +181,32 @@ def _load(args: argparse.Namespace, environ: Mapping[str, str]) -> RuleSet | Non
         return None
 
 
+@contextlib.contextmanager
+def _quiet_logs() -> Iterator[None]:
+    """Keep the server's log lines (which `check` has not set up) off stderr."""
+    logger, null = logging.getLogger("responder"), logging.NullHandler()
+    logger.addHandler(null)
+    try:
+        yield
+    finally:
+        logger.removeHandler(null)
+
+
 def _check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     ruleset = _load(args, environ)
     if ruleset is None:
         return 1
-    review = asyncio.run(lint.review(ruleset, run_examples=args.examples))
+    with _quiet_logs():  # a failing example's render_failed line would repeat its finding
+        review = asyncio.run(lint.review(ruleset, run_examples=args.examples))
     for line in review.lines():
         print(line, file=sys.stderr)
     if not review.ok(strict=args.strict):
         print(f"{args.config}: FAILED, {review.summary()}", file=sys.stderr)
         return 1
-    print(
-        f"{args.config}: OK, {len(ruleset.rules)} rules, {len(ruleset.sources)} sources, "
-        f"{review.summary()}, sha256 {ruleset.sha256[:12]}"
-    )
+    counts = f"{len(ruleset.rules)} rules, {len(ruleset.sources)} sources"
+    if ruleset.pushes:
+        counts += f", {len(ruleset.pushes)} pushes"
+    print(f"{args.config}: OK, {counts}, {review.summary()}, sha256 {ruleset.sha256[:12]}")
     return 0
 
 

@@ -28,3 +28,5 @@ OPENAPI = web.AppKey("openapi", OpenApiSink)  # only when the app's credentials 
 # Lines anyone can trigger (refused signatures) are rate-limited per app.
 LOG_THROTTLE = web.AppKey("log_throttle", Throttle)
 READINESS = web.AppKey("readiness", dict[str, Callable[[], bool]])
+# name -> what /-/status shows of it (pushes, schedules), read when asked.
+STATUS_SECTIONS = web.AppKey("status_sections", dict[str, Callable[[], object]])

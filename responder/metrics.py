@@ -81,6 +81,12 @@ class Metrics:
             ["sha256", "generation"],
             registry=r,
         )
+        self.pushes = Counter(
+            "responder_pushes",
+            "Inbound pushes (POST /push/NAME) by push and result (accepted, http_401, ...).",
+            ["push", "result"],
+            registry=r,
+        )
         self.log_records_lost = Gauge(
             "responder_log_records_lost",
             "Log records not written as asked, by reason: queue_full (dropped), write_failed (a "

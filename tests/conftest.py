@@ -27,6 +27,7 @@ from responder.rules.store import RuleStore
 from responder.serve import HANDLER_OPTIONS
 from responder.settings import AppOptions
 
+ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-app-secret-not-real"
 REPO = Path(__file__).resolve().parent.parent
 

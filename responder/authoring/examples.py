@@ -9,33 +9,21 @@ reply JSON, or no reply at all. Failures point at the expectation in rules.yaml 
 from __future__ import annotations
 
 import datetime
-import difflib
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from responder import dingtalk
+from responder.authoring.judging import Example, Finding, judge_fields, judge_text, shown_text
+from responder.authoring.push_examples import collect_pushes, judge_push_example
 from responder.delivery.pipeline import Handled, answer_once, local_now
 from responder.engine.answer import Fixtures
 from responder.rules import schema
 from responder.rules.model import RuleSet
 from responder.rules.problems import Problem
-from responder.rules.yamldoc import Path, YamlDocument
+from responder.rules.yamldoc import YamlDocument
 
 _EXPECTATIONS = ("rule", "contains", "matches", "equals")
-
-
-@dataclass(frozen=True, slots=True)
-class Example:
-    """One `examples:` item: the rule it belongs to, its number there (from 1) and where it is."""
-
-    rule: str
-    number: int
-    path: Path
-    spec: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,16 +52,20 @@ async def run_examples(
     now: Callable[[], datetime.datetime] = local_now,
 ) -> ExampleReport:
     """Run every example of `doc` (the parsed file `ruleset` was compiled from) against `ruleset`."""
-    examples = collect(doc)
+    examples = [(example, "rule") for example in collect(doc)]
+    examples += [(example, "push") for example in collect_pushes(doc)]
     failures: list[Problem] = []
     failed = 0
-    for example in examples:
-        handled, body = await answer_once(example_message(example.spec), ruleset, Fixtures(), now=now)
-        findings = judge(example, handled, body, ruleset)
+    for example, kind in examples:
+        if kind == "push":
+            findings = await judge_push_example(example, ruleset, now)
+        else:
+            handled, body = await answer_once(example_message(example.spec), ruleset, Fixtures(), now=now)
+            findings = judge(example, handled, body, ruleset)
         failed += bool(findings)
         for key, message, detail in findings:
             position = doc.key_position((*example.path, key)) if key else doc.position(example.path)
-            label = f"rule {example.rule!r}: example {example.number}: "
+            label = f"{kind} {example.rule!r}: example {example.number}: "
             failures.append(
                 Problem(str(ruleset.path), position.line, position.column, label + message, detail=detail)
             )
@@ -94,10 +86,6 @@ def example_message(given: Mapping[str, Any]) -> dingtalk.Message:
         msgtype=spec["type"],
         quoted=dingtalk.Quoted("text", spec["quote"]) if "quote" in spec else None,
     )
-
-
-Finding = tuple[str, str, str]
-"""(expectation key or "" for the whole example, message, detail)."""
 
 
 def judge(
@@ -128,52 +116,15 @@ def _judge_silence(spec: Mapping[str, Any], outcome: Handled) -> list[Finding]:
         return [("no_reply", f"no_reply cannot be combined with {', '.join(mixed)}", "")]
     if outcome.reply is None:
         return []
-    return [("no_reply", f"expected no reply, but rule {outcome.rule!r} answered", _shown(outcome.reply))]
+    shown = shown_text(main_text(outcome.reply))
+    return [("no_reply", f"expected no reply, but rule {outcome.rule!r} answered", shown)]
 
 
 def _judge_reply(spec: Mapping[str, Any], reply: dingtalk.Reply, body: Mapping[str, Any]) -> list[Finding]:
-    text = main_text(reply)
-    findings: list[Finding] = []
-    words = spec.get("contains", ())
-    for word in [words] if isinstance(words, str) else words:
-        if word not in text:
-            findings.append(("contains", f"the reply text does not contain {word!r}", _shown(reply)))
-    if "matches" in spec:
-        findings.extend(_judge_regex(spec["matches"], text, reply))
+    findings = judge_text(spec, main_text(reply))
     if "equals" in spec:
-        findings.extend(_judge_fields(spec["equals"], body))
+        findings.extend(judge_fields(spec["equals"], body))
     return findings
-
-
-def _judge_regex(pattern: str, text: str, reply: dingtalk.Reply) -> list[Finding]:
-    try:
-        found = re.search(pattern, text)
-    except re.error as exc:
-        return [("matches", f"matches: bad regex: {exc.msg} at position {exc.pos}", "")]
-    return [] if found else [("matches", f"the reply text does not match {pattern!r}", _shown(reply))]
-
-
-def _judge_fields(expected: Mapping[str, Any], body: Mapping[str, Any]) -> list[Finding]:
-    actual = project(expected, body)
-    if actual == expected:
-        return []
-    diff = difflib.unified_diff(
-        _as_yaml(expected).splitlines(),
-        _as_yaml(actual).splitlines(),
-        fromfile="expected (equals)",
-        tofile="actual reply",
-        lineterm="",
-    )
-    return [("equals", "the reply differs from `equals`", "\n".join(diff))]
-
-
-def project(expected: Any, actual: Any) -> Any:
-    """`actual` cut down to the keys `expected` names, so a subset compares equal to its superset."""
-    if isinstance(expected, Mapping) and isinstance(actual, Mapping):
-        return {k: project(v, actual[k]) for k, v in expected.items() if k in actual}
-    if isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
-        return [project(e, a) for e, a in zip(expected, actual, strict=True)]
-    return actual
 
 
 def main_text(reply: dingtalk.Reply) -> str:
@@ -181,23 +132,3 @@ def main_text(reply: dingtalk.Reply) -> str:
     if reply.msgtype == "feedCard":
         return "\n".join(link.title for link in reply.links)
     return dingtalk.mentioned_text(reply)
-
-
-def _shown(reply: dingtalk.Reply) -> str:
-    return "actual reply text:\n" + "\n".join("  " + line for line in main_text(reply).splitlines())
-
-
-class _ReadableDumper(yaml.SafeDumper):
-    """Multi-line strings as `|` blocks, so a diff shows the changed line of a template."""
-
-
-def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_ReadableDumper.add_representer(str, _represent_str)
-
-
-def _as_yaml(value: Any) -> str:
-    return yaml.dump(value, Dumper=_ReadableDumper, allow_unicode=True, sort_keys=False, width=1000)

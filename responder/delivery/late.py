@@ -8,19 +8,51 @@ What differs from the sessionWebhook lives in the client's encoder (dingtalk.ope
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from functools import partial
+from typing import Any, Protocol
 
 from responder.delivery.budget import DEFAULT_MAX_WAIT_S
 from responder.delivery.openapi import OpenApiClient
 from responder.delivery.sinks import Delivery, Route, Undeliverable
 from responder.dingtalk import Message, Reply
-from responder.rules.model import RuleSet
+from responder.dingtalk.openapi import Unsendable, encode_message
+from responder.rules.model import RuleSet, Target
 
 VIA = "openapi"
 Sender = Callable[[Reply], Awaitable[Delivery]]
+
+
+class Speaking(Protocol):
+    """Where schedules and pushes speak: the OpenAPI, or (offline) a recording of it."""
+
+    @property
+    def name(self) -> str: ...
+
+    def to(self, target: Target) -> Route: ...
+
+
+class RecordingSink:
+    """Offline (`responder try --push`, examples): what the OpenAPI would be sent, per target."""
+
+    name = "offline"
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Target, dict[str, Any]]] = []
+
+    def to(self, target: Target) -> Route:
+        return Route(time.monotonic(), partial(self._keep, target), self.name)
+
+    async def _keep(self, target: Target, reply: Reply) -> Delivery:
+        try:
+            message = encode_message(reply)
+        except Unsendable as exc:
+            return Delivery(False, f"openapi_unsendable: {exc}", definite=True)
+        self.sent.append((target, {"msgKey": message.msg_key, "msgParam": json.loads(message.msg_param)}))
+        return Delivery(True)
 
 
 class OpenApiSink:
@@ -36,6 +68,10 @@ class OpenApiSink:
         if message.sender_staff_id:
             return self.to_user(message.sender_staff_id)
         raise Undeliverable("openapi_no_recipient")  # a 1:1 chat with someone outside the org
+
+    def to(self, target: Target) -> Route:
+        """Where a schedule or push speaks: a group, or one person's 1:1 chat."""
+        return self.to_group(target.id) if target.kind == "conversation" else self.to_user(target.id)
 
     def to_group(self, conversation_id: str) -> Route:
         return self._route(partial(self._client.send_to_group, conversation_id))

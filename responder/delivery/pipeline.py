@@ -15,22 +15,32 @@ import asyncio
 import datetime
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from responder.delivery.budget import OutboundBudget
 from responder.delivery.claims import Claim, InMemoryLedger, MessageLedger
 from responder.delivery.gate import Gate, GatePass
-from responder.delivery.sinks import ResponseSink, Sink, Undeliverable
+from responder.delivery.jobs import Job
+from responder.delivery.late import RecordingSink, Speaking
+from responder.delivery.sinks import ResponseSink, Route, Sink, Undeliverable
 from responder.dingtalk import Message, Reply
-from responder.engine.answer import Answer, SourceAnswers, fetch_source, render_answer
+from responder.engine.answer import (
+    Answer,
+    SourceAnswers,
+    fetch_announcement_source,
+    fetch_source,
+    render_announcement,
+    render_answer,
+)
 from responder.engine.cooldowns import Cooldowns
 from responder.engine.matching import TELLABLE_REFUSALS, Choice, choose
 from responder.engine.rendering import sender_mention
 from responder.logs import quoted
 from responder.metrics import Metrics
-from responder.rules.model import Rule, RuleSet
+from responder.rules.model import Rule, RuleSet, Target
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +63,9 @@ class Handled:
     render_error: str = ""
     retry: bool = False  # release the msgId, so DingTalk's redelivery is answered
     via: str = ""  # the channel that took (or refused) the reply, when it was not the sink's own
+
+
+Work = Callable[[], Awaitable[Handled]]
 
 
 @dataclass(slots=True)
@@ -90,35 +103,48 @@ class Pipeline:
     def start(self, message: Message, sink: Sink) -> asyncio.Task[Handled] | None:
         """Admit `message` and handle it in a tracked task; None (logged as dropped) when too much
         is pending already. Nothing is claimed then, so DingTalk's redelivery can still be answered."""
+        return self._begin(message.msg_id, sink.name, partial(self._answer, message, sink))
+
+    def announce(self, job: Job, sink: Speaking) -> asyncio.Task[Handled] | None:
+        """The same path for what responder says first (a schedule's slot, a push), to one target:
+        admit, claim the job's key, source, render, budget, send, settle, account."""
+        return self._begin(job.key, sink.name, partial(self._speak, job, sink))
+
+    def _begin(self, key: str, via: str, work: Work) -> asyncio.Task[Handled] | None:
         started = time.monotonic()
         admitted = self._guards.gate.try_enter()  # admit
         if not admitted:
-            self._account(message, sink, Handled("dropped", None, "overloaded"), started)
+            self._account(key, via, Handled("dropped", None, "overloaded"), started)
             return None
-        task = asyncio.get_running_loop().create_task(self._handle(message, sink, admitted, started))
+        task = asyncio.get_running_loop().create_task(self._handle(key, via, work, admitted, started))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _handle(self, message: Message, sink: Sink, admitted: GatePass, started: float) -> Handled:
+    async def _handle(self, key: str, via: str, work: Work, admitted: GatePass, started: float) -> Handled:
         with admitted:
-            claim = await self._guards.claims.claim(message.msg_id)  # claim msgId
+            claim = await self._guards.claims.claim(key)  # claim msgId
             if claim is not Claim.NEW:
                 outcome = "dropped" if claim is Claim.OVERLOADED else "skipped"
-                return self._account(
-                    message, sink, Handled(outcome, None, f"duplicate_{claim.value}"), started
-                )
+                return self._account(key, via, Handled(outcome, None, f"duplicate_{claim.value}"), started)
             try:
-                handled = await self._answer(message, sink)
+                handled = await work()
             except asyncio.CancelledError:
-                await self._guards.claims.release(message.msg_id)
-                self._account(message, sink, Handled("dropped", None, "shutdown"), started)
+                await self._guards.claims.release(key)
+                self._account(key, via, Handled("dropped", None, "shutdown"), started)
                 raise
             except Exception:
-                log.exception("pipeline_failed msg_id=%s", quoted(message.msg_id))
+                log.exception("pipeline_failed msg_id=%s", quoted(key))
                 handled = Handled("dropped", None, "internal_error")
-            await self._settle(message, handled)
-            return self._account(message, sink, handled, started)
+            await self._settle(key, handled)
+            return self._account(key, via, handled, started)
+
+    async def _speak(self, job: Job, sink: Speaking) -> Handled:
+        source = await fetch_announcement_source(job.announcement, self._sources)  # source
+        answer = render_announcement(job.announcement, job.extra, source, self._now())  # render
+        if answer.render_error:
+            self._metrics.render_errors.labels(job.announcement.name).inc()
+        return await self._send(job.target.budget_key, sink.to(job.target), answer)
 
     async def _answer(self, message: Message, sink: Sink) -> Handled:
         ruleset = self._snapshot()  # the message finishes on the snapshot it started with
@@ -159,43 +185,48 @@ class Pipeline:
         except Undeliverable as exc:
             # An expired session says nothing about the redelivery, which brings a fresh one.
             return dropped(answer, exc.reason, retry=exc.reason == "webhook_expired")
+        return await self._send(message.conversation_id, route, answer)
+
+    async def _send(self, conversation: str, route: Route, answer: Answer) -> Handled:
+        """budget → sink: wait for a send slot (or go late), send, and say how it went."""
+        assert answer.reply is not None
         budget = self._guards.budget
-        slot = await budget.acquire(message.conversation_id, route.deadline)  # budget
+        slot = await budget.acquire(conversation, route.deadline)  # budget
         if not slot and route.late is not None:  # no slot while this channel lasts: go late
             route.on_late()
             route = route.late
-            slot = await budget.acquire(message.conversation_id, route.deadline)
+            slot = await budget.acquire(conversation, route.deadline)
         if not slot:
             return dropped(answer, "rate_limited")
         delivery = await route.send(answer.reply)  # sink
         via = delivery.via or route.via
         if delivery.throttled:
-            budget.backoff(message.conversation_id)
+            budget.backoff(conversation)
         if delivery.ok:
             return sent(answer, via)
         # Only a failure that certainly left nothing in the group may be tried again.
         retry = delivery.definite and not delivery.throttled
         return dropped(answer, delivery.reason, retry=retry, via=via)
 
-    async def _settle(self, message: Message, handled: Handled) -> None:
+    async def _settle(self, key: str, handled: Handled) -> None:
         """A delivery that definitely failed may succeed when DingTalk redelivers (with a fresh
         sessionWebhook), so its msgId is released; everything else is final."""
         if handled.retry:
-            await self._guards.claims.release(message.msg_id)
+            await self._guards.claims.release(key)
         else:
-            await self._guards.claims.complete(message.msg_id, handled.outcome)
+            await self._guards.claims.complete(key, handled.outcome)
 
-    def _account(self, message: Message, sink: Sink, handled: Handled, started: float) -> Handled:
+    def _account(self, key: str, via: str, handled: Handled, started: float) -> Handled:
         latency_ms = (time.monotonic() - started) * 1000
         level = logging.WARNING if handled.outcome == "dropped" else logging.INFO
         log.log(
             level,
             "reply_%s msg_id=%s rule=%s reason=%s via=%s latency_ms=%.1f",
             handled.outcome,
-            quoted(message.msg_id),
+            quoted(key),
             handled.rule,
             quoted(handled.reason, always=True),
-            handled.via or sink.name,
+            handled.via or via,
             latency_ms,
         )
         self._metrics.messages.labels(handled.outcome).inc()
@@ -228,6 +259,18 @@ async def answer_once(
     handling = Pipeline(lambda: ruleset, sources, Guards(), Metrics(), now=now).start(message, sink)
     assert handling is not None  # a fresh gate always admits
     return await handling, sink.body
+
+
+async def announce_once(
+    jobs: Sequence[Job], ruleset: RuleSet, sources: SourceAnswers, *, now: Now = local_now
+) -> tuple[list[Handled], list[tuple[Target, dict[str, Any]]]]:
+    """Say what `jobs` say through a pipeline of its own, offline (`responder try --push`,
+    examples): how each ended, and what the OpenAPI would have been sent, per target."""
+    sink = RecordingSink()
+    pipeline = Pipeline(lambda: ruleset, sources, Guards(), Metrics(), now=now)
+    started = [pipeline.announce(job, sink) for job in jobs]
+    handled = [await task for task in started if task is not None]
+    return handled, sink.sent
 
 
 def refusal_notice(choice: Choice[Rule], message: Message, ruleset: RuleSet) -> Answer:

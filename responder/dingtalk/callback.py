@@ -120,6 +120,12 @@ def offline_message(
 
 def parse_message(body: bytes) -> Message:
     """Decode a callback body (HTTP body or Stream `data`). Raises MessageError with a reason."""
+    return message_from_dict(parse_json_object(body))
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """A JSON object from untrusted bytes: UTF-8, bounded nesting, no duplicate keys.
+    Raises MessageError with a reason."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -138,7 +144,7 @@ def parse_message(body: bytes) -> Message:
         raise MessageError(f"malformed JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise MessageError("body must be a JSON object")
-    return message_from_dict(payload)
+    return payload
 
 
 def message_from_dict(payload: Mapping[str, Any]) -> Message:

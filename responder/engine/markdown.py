@@ -16,6 +16,10 @@ from typing import Any
 import jinja2
 from jinja2.runtime import Context
 
+# Where a link may lead: the web, and DingTalk's in-app links (dtmd://dingtalkclient/sendMessage).
+URL_SCHEMES = frozenset({"http", "https", "dingtalk", "dtmd"})
+# What would end a markdown link's target or start another: percent-encoded in `| link`.
+_LINK_BREAKERS = re.compile(r"[\s()<>\[\]`\\]")
 # The context key that turns escaping on; rendering sets it per field (never for URL fields).
 ESCAPE_KEY = "__responder_escape_markdown__"
 MARKDOWN_TYPES = frozenset({"markdown", "actionCard", "feedCard"})
@@ -52,6 +56,19 @@ def escape_markdown(text: str) -> str:
 def trusted(value: Any) -> TrustedMarkdown:
     """The `markdown` filter: `{{ source.data.report | markdown }}` keeps the value's markdown."""
     return TrustedMarkdown(value)
+
+
+def link(url: Any, title: Any = None) -> TrustedMarkdown:
+    """The `link` filter: `{{ alert.generatorURL | link("Graph") }}` is a markdown link to a URL
+    from data. The title is escaped like any value; a URL that is not http(s), dingtalk:// or
+    dtmd:// is no link at all, only its escaped text."""
+    target = str(url)
+    label = " ".join(escape_markdown(target if title is None else str(title)).split())  # one line
+    scheme, separator, rest = target.partition("://")
+    if not separator or scheme.lower() not in URL_SCHEMES or not rest:
+        return TrustedMarkdown(label)
+    encoded = _LINK_BREAKERS.sub(lambda found: "".join(f"%{b:02X}" for b in found.group().encode()), target)
+    return TrustedMarkdown(f"[{label}]({encoded})")
 
 
 @jinja2.pass_context

@@ -17,13 +17,12 @@ import jinja2
 
 from responder import __version__
 from responder.dingtalk import Button, FeedLink, Mention, Message, Reply
-from responder.engine.markdown import ESCAPE_KEY, MARKDOWN_TYPES
+from responder.engine.markdown import ESCAPE_KEY, MARKDOWN_TYPES, URL_SCHEMES
 from responder.engine.matching import Match, Matchable
 from responder.engine.sandbox import Budget, BudgetedSandbox, RenderBudgetExceeded
 from responder.sources.base import SourceResult
 
 MAX_URL_BYTES = 4096
-URL_SCHEMES = frozenset({"http", "https", "dingtalk", "dtmd"})  # dtmd://dingtalkclient/sendMessage
 PICTURE_SCHEMES = frozenset({"http", "https"})
 _MEDIA_ID = re.compile(r"@[A-Za-z0-9_\-]{4,256}")
 
@@ -117,13 +116,18 @@ def build_context(
     }
 
 
+def announcement_context(source: SourceResult | None, now: datetime.datetime) -> dict[str, Any]:
+    """What a schedule's or push's templates see besides `schedule`/`payload`."""
+    return {"now": now, "source": source, "bot": {"name": "responder", "version": __version__}}
+
+
 def _quoted(message: Message) -> dict[str, str] | None:
     quoted = message.quoted
     return None if quoted is None else {"type": quoted.msgtype, "text": quoted.text}
 
 
 def render(
-    template: ReplyTemplate, context: Mapping[str, Any], message: Message, budget: Budget | None = None
+    template: ReplyTemplate, context: Mapping[str, Any], mention: Mention | None, budget: Budget | None = None
 ) -> Reply:
     """Render every part of the reply within one budget. Raises RenderError."""
     source = context.get("source")
@@ -132,10 +136,10 @@ def render(
         body = template.on_error
     environment = _environment_of(template)
     if environment is None:
-        return _assemble(template, body, context, message)
+        return _assemble(template, body, context, mention)
     try:
         with environment.spending(budget or Budget()):
-            return _assemble(template, body, context, message)
+            return _assemble(template, body, context, mention)
     except RenderBudgetExceeded as exc:  # also raised by the interval timer, outside _render
         raise RenderError(str(exc), reason="budget") from exc
 
@@ -147,7 +151,7 @@ def _environment_of(template: ReplyTemplate) -> BudgetedSandbox | None:
 
 
 def _assemble(
-    template: ReplyTemplate, body: jinja2.Template | None, context: Mapping[str, Any], message: Message
+    template: ReplyTemplate, body: jinja2.Template | None, context: Mapping[str, Any], mention: Mention | None
 ) -> Reply:
     # Markdown fields print values escaped; URL fields never are (they are checked instead).
     text_context = {**context, ESCAPE_KEY: template.msgtype in MARKDOWN_TYPES}
@@ -162,7 +166,7 @@ def _assemble(
         buttons=tuple(b for b in (_button(t, text_context, url_context) for t in template.buttons) if b),
         horizontal_buttons=template.horizontal_buttons,
         links=tuple(_link(t, text_context, url_context) for t in template.links),
-        mention=sender_mention(message) if template.at_sender else None,
+        mention=mention,
     )
 
 

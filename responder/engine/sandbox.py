@@ -26,7 +26,7 @@ from jinja2.filters import do_center, do_format, do_indent, do_replace
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from responder.engine.markdown import finalize, trusted
+from responder.engine.markdown import finalize, link, trusted
 
 MAX_OUTPUT_CHARS = 64 * 1024  # per reply, all fields together; DingTalk takes 20,000 bytes
 MAX_RENDER_S = 0.25
@@ -85,6 +85,7 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
         self.globals["range"] = self._range
         self.filters.update(center=_center, format=_format, indent=_indent, replace=_replace)
         self.filters["markdown"] = trusted
+        self.filters["link"] = link
 
     @property
     def budget(self) -> Budget | None:

@@ -29,6 +29,7 @@ MAX_RULES_BYTES = 1024 * 1024
 # Shorter interpolated values (a port, `true`) are left in messages: hiding them would hide
 # the message itself, and they are not secrets.
 MIN_SCRUBBED_CHARS = 4
+_SPEAKER_KEYS = frozenset({"token", "to", "match"})  # what ${VAR} may fill in pushes and schedules
 _ENV_REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -134,7 +135,8 @@ class Interpolated:
 
 
 def interpolate(doc: yamldoc.YamlDocument, environ: Mapping[str, str]) -> Interpolated:
-    """Replace ${VAR} and ${VAR:-default} in the dingtalk and sources sections ($$ is a `$`).
+    """Replace ${VAR} and ${VAR:-default} in the dingtalk and sources sections, and in the
+    token and targets of pushes and schedules ($$ is a `$`).
 
     Templates are left alone: they are Jinja2 and may contain a literal `${`. Problems name only
     variables, never values.
@@ -144,7 +146,21 @@ def interpolate(doc: yamldoc.YamlDocument, environ: Mapping[str, str]) -> Interp
     for section in ("dingtalk", "sources"):
         if section in data:
             data[section] = substitution.apply(data[section], (section,))
+    for section in ("pushes", "schedules"):  # their templates stay Jinja: only these keys
+        items = data.get(section)
+        if not isinstance(items, list):
+            continue  # absent, or a shape the schema reports
+        data[section] = [_apply_to_speaker(substitution, item, (section, i)) for i, item in enumerate(items)]
     return Interpolated(data, substitution.problems, frozenset(substitution.values))
+
+
+def _apply_to_speaker(substitution: _Substitution, item: Any, at: yamldoc.Path) -> Any:
+    if not isinstance(item, dict):
+        return item
+    return {
+        key: substitution.apply(value, (*at, key)) if key in _SPEAKER_KEYS else value
+        for key, value in item.items()
+    }
 
 
 class _Substitution:

@@ -44,6 +44,66 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class Target:
+    """Where responder speaks first: a group (`conversation`) or one person (`user`, a staff id)."""
+
+    kind: str
+    id: str
+
+    @property
+    def budget_key(self) -> str:
+        """The send budget is per conversation: a group's id, or the person's 1:1 chat."""
+        return self.id if self.kind == "conversation" else f"user:{self.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """What a schedule or a push says: compiled like a rule's reply, sent through the OpenAPI."""
+
+    name: str
+    kind: str  # "schedule" or "push"
+    line: int
+    reply: ReplyTemplate
+    source: SourceSpec | None = field(default=None, repr=False)
+    fixture: Any = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PushRoute:
+    """`when` every (dotted path, allowed values) holds in the payload, the push goes to `targets`."""
+
+    when: tuple[tuple[str, tuple[Any, ...]], ...]
+    targets: tuple[Target, ...]
+
+    def holds(self, payload: Any) -> bool:
+        return all(_at_path(payload, path) in allowed for path, allowed in self.when)
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    announcement: Announcement
+    token: str = field(repr=False)
+    targets: tuple[Target, ...] = ()
+    routes: tuple[PushRoute, ...] = ()
+
+    def targets_for(self, payload: Any) -> tuple[Target, ...]:
+        """The first route that holds chooses; else the push's own `to` (maybe none)."""
+        return next((route.targets for route in self.routes if route.holds(payload)), self.targets)
+
+
+def _at_path(payload: Any, path: str) -> Any:
+    value = payload
+    for step in path.split("."):
+        if not isinstance(value, Mapping) or step not in value:
+            return _MISSING
+        value = value[step]
+    return value
+
+
+_MISSING = object()
+
+
+@dataclass(frozen=True, slots=True)
 class CatalogueEntry:
     """What templates see of one non-hidden rule (`info`), and who may see it (`scope`)."""
 
@@ -64,6 +124,8 @@ class RuleSet:
     catalogue: tuple[CatalogueEntry, ...] = field(repr=False)
     # The text it was compiled from: `check` re-reads positions and examples from it, not the disk.
     text: str = field(default="", repr=False)
+    # Inbound pushes by name (POST /push/NAME).
+    pushes: Mapping[str, Push] = field(default_factory=dict, repr=False)
     # What a sender is told when a rule's scope refuses who or where they are (TELLABLE_REFUSALS).
     not_allowed: Mapping[str, str] = field(default_factory=dict, repr=False)
     # Values ${VAR}s put into the settings: logs and reports must never show them.

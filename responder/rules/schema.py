@@ -30,6 +30,7 @@ _ONE_OF_HINTS = {
     "Every other message type needs a template or an inline body.": ("template", "body"),
     "actionCard needs button or buttons.": ("button", "buttons"),
 }
+_NAMED_LISTS = {"rules": "rule", "pushes": "push", "schedules": "schedule"}
 _JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number"}
 
 
@@ -147,10 +148,11 @@ def _did_you_mean(written: str, candidates: list[str]) -> str:
 def _where(doc: YamlDocument, path: DataPath) -> str:
     """`rule 'ip': scope.chat: ` for a rule, `dingtalk.reply: ` elsewhere."""
     label = ""
-    if len(path) >= 2 and path[0] == "rules" and isinstance(path[1], int):
-        rule = doc.data["rules"][path[1]]
-        name = rule.get("name") if isinstance(rule, dict) else None
-        label = f"rule {name!r}: " if isinstance(name, str) else f"rules[{path[1]}]: "
+    if len(path) >= 2 and path[0] in _NAMED_LISTS and isinstance(path[1], int):
+        item = doc.data[path[0]][path[1]]
+        name = item.get("name") if isinstance(item, dict) else None
+        kind = _NAMED_LISTS[str(path[0])]
+        label = f"{kind} {name!r}: " if isinstance(name, str) else f"{path[0]}[{path[1]}]: "
         path = path[2:]
     dotted = "".join(f".{step}" if isinstance(step, str) else f"[{step}]" for step in path).lstrip(".")
     return label + (f"{dotted}: " if dotted else "")

@@ -23,6 +23,7 @@ def create_admin_app(main: web.Application, reloader: Reloader | None = None) ->
     admin[keys.STORE] = main[keys.STORE]
     admin[keys.METRICS] = main[keys.METRICS]
     admin[keys.READINESS] = main[keys.READINESS]
+    admin[keys.STATUS_SECTIONS] = main[keys.STATUS_SECTIONS]
     admin.router.add_get("/-/healthy", healthy)
     admin.router.add_get("/-/ready", ready)
     admin.router.add_get("/-/status", status)
@@ -49,6 +50,8 @@ async def status(request: web.Request) -> web.Response:
     store = request.app[keys.STORE]
     body = store.status.as_json()
     body["path"] = str(store.path)
+    for name, section in request.app[keys.STATUS_SECTIONS].items():
+        body[name] = section()
     return web.json_response(body)
 
 

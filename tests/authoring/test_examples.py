@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from responder.authoring import examples
+from responder.authoring import examples, judging
 from responder.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -196,9 +196,9 @@ def test_text_example_without_say_is_refused(tmp_path: Path, capsys: pytest.Capt
 
 def test_equals_compares_a_subset_of_the_reply() -> None:
     actual = {"msgtype": "markdown", "markdown": {"title": "Help", "text": "long"}, "at": {"isAtAll": False}}
-    assert examples.project({"markdown": {"title": "Help"}}, actual) == {"markdown": {"title": "Help"}}
-    assert examples.project({"markdown": {"nope": 1}}, actual) == {"markdown": {}}
-    assert examples.project({"msgtype": "text"}, actual) == {"msgtype": "markdown"}
+    assert judging.project({"markdown": {"title": "Help"}}, actual) == {"markdown": {"title": "Help"}}
+    assert judging.project({"markdown": {"nope": 1}}, actual) == {"markdown": {}}
+    assert judging.project({"msgtype": "text"}, actual) == {"msgtype": "markdown"}
 
 
 @pytest.mark.slow
@@ -225,3 +225,46 @@ def test_check_runs_examples_as_a_command(tmp_path: Path) -> None:
     )
     assert failed.returncode == 1
     assert "rule 'help': example 1: the reply text does not contain '**ip / 公网ip / myip**'" in failed.stderr
+
+
+PUSH = """\
+pushes:
+  - name: ci
+    token: ""
+    to: [{conversation: cid-dev}]
+    match:
+      - when: {status: failed}
+        to: [{conversation: cid-oncall}]
+    msgtype: markdown
+    title: CI
+    body: "#### {{ payload.project }}: {{ payload.status }}"
+    examples:
+      - payload: {project: shop, status: failed}
+        contains: ["shop: failed"]
+        equals: {msgKey: sampleMarkdown, msgParam: {title: CI}}
+        to: [{conversation: cid-oncall}]
+      - payload: {project: shop, status: failed}
+        to: [{conversation: cid-dev}]
+      - payload: {project: "*shop*", status: ok}
+        contains: ["*shop*"]
+      - payload: {status: ok}
+        contains: [x]
+"""
+
+
+def test_push_examples_run_offline_and_name_the_example_that_failed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_rules(tmp_path, HEADER + PUSH)
+    code, _, err = run_check(path, capsys)
+    at = {n: line_of(path, "- payload", after="examples:") + offset for n, offset in ((2, 5), (3, 7), (4, 8))}
+    assert code == 1
+    assert err.splitlines()[0] == (
+        f"{path}:{at[2]}:9: push 'ci': example 2: "
+        "sent to [{'conversation': 'cid-oncall'}], expected [{'conversation': 'cid-dev'}]"
+    )
+    assert f"{path}:{at[3]}:9: push 'ci': example 3: the reply text does not contain '*shop*'" in err
+    assert "#### ＊shop＊: ok" in err  # payload values are escaped like message text
+    assert f"{path}:{at[4]}:9: push 'ci': example 4: the message failed to render: " in err
+    assert "example 1" not in err and "render_failed" not in err
+    assert err.splitlines()[-1] == f"{path}: FAILED, 1 of 4 examples passed, 0 warnings"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from responder.dingtalk import encode_reply, offline_message
+from responder.engine import markdown
 from responder.engine.answer import RENDER_FAILED_TEXT
 from responder.engine.markdown import escape_markdown
 from responder.rules.load import load_rules
@@ -145,3 +146,34 @@ def test_the_escape_keeps_every_letter_and_is_idempotent() -> None:
     escaped = escape_markdown(text)
     assert escape_markdown(escaped) == escaped
     assert [c for c in escaped if c.isalnum()] == [c for c in text if c.isalnum()]
+
+
+@pytest.mark.parametrize(
+    ("url", "title", "printed"),
+    [
+        ("https://ci.example/run/1", "Open", "[Open](https://ci.example/run/1)"),
+        (
+            "http://p:9090/graph?g0.expr=rate(x[5m])",
+            "graph",
+            "[graph](http://p:9090/graph?g0.expr=rate%28x%5B5m%5D%29)",
+        ),
+        (
+            "https://e.example/a b",
+            "[x](https://evil)\nnext",
+            "[［x］(https:\u200b//evil) next](https://e.example/a%20b)",
+        ),
+        (
+            "dtmd://dingtalkclient/sendMessage?content=hi",
+            "Say hi",
+            "[Say hi](dtmd://dingtalkclient/sendMessage?content=hi)",
+        ),
+        ("javascript:alert(1)", "click", "click"),
+        ("file:///etc/passwd", None, "file:\u200b///etc/passwd"),
+        ("https://", "t", "t"),
+    ],
+)
+def test_the_link_filter_links_only_urls_that_may_be_linked(
+    url: str, title: str | None, printed: str
+) -> None:
+    assert markdown.link(url, title) == printed
+    assert isinstance(markdown.link(url, title), markdown.TrustedMarkdown)

@@ -281,7 +281,7 @@ def test_bundled_rules_pass_with_one_line_summary(capsys: pytest.CaptureFixture[
     assert run.code == 0
     assert run.err == ""
     (line,) = run.out.splitlines()
-    assert line.startswith(f"{ROOT / 'rules.yaml'}: OK, 6 rules, 1 sources")
+    assert line.startswith(f"{ROOT / 'rules.yaml'}: OK, 7 rules, 1 sources, 2 pushes")
     assert SECRET not in run.out
 
 

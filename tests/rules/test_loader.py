@@ -63,7 +63,9 @@ def problems_of(path: Path, environ: dict[str, str] | None = None) -> list[str]:
 
 def test_bundled_rules_load() -> None:
     ruleset = load_rules(ROOT / "rules.yaml", {})
-    assert [r.name for r in ruleset.rules] == ["ip", "help", "hello", "about", "unknown", "not-text"]
+    assert [r.name for r in ruleset.rules] == ["ip", "help", "hello", "about", "unknown", "not-text", "id"]
+    assert list(ruleset.pushes) == ["alertmanager", "ci"]
+    assert all(not push.token for push in ruleset.pushes.values())  # disabled until their token is set
     assert ruleset.dingtalk.policy.app_secrets == ()
     assert ruleset.path == ROOT / "rules.yaml"
 

@@ -1,0 +1,31 @@
+"""Jobs: what responder says first, one target each — a push's payload or a schedule's slot —
+with the claim key that makes it happen once (on one replica, for one retried push)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from responder.rules.model import Announcement, Push, Target
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    key: str
+    announcement: Announcement
+    target: Target
+    extra: Mapping[str, Any]  # what its templates see besides now/source/bot: schedule or payload
+
+
+def push_jobs(push: Push, payload: Mapping[str, Any], raw: bytes) -> list[Job]:
+    """One job per target. The same body again (Alertmanager retries a failed webhook) has the
+    same keys, so the claims send it once."""
+    name = push.announcement.name
+    digest = hashlib.sha256(name.encode() + b"\0" + raw).hexdigest()[:32]
+    extra = {"payload": payload, "push": {"name": name}}
+    return [
+        Job(f"push:{name}:{digest}:{target.kind}:{target.id}", push.announcement, target, extra)
+        for target in push.targets_for(payload)
+    ]

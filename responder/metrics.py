@@ -127,5 +127,20 @@ class Metrics:
             registry=r,
         )
 
+        self.schedule_fires = Counter(
+            "responder_schedule_fires",
+            "Schedule slots by result: what fire answered (sent, skipped, dropped), or missed, busy "
+            "(the previous fire still running), not_ours (another replica's), ledger_full, "
+            "ledger_failed, failed.",
+            ["schedule", "result"],
+            registry=r,
+        )
+        self.schedule_next_fire = Gauge(
+            "responder_schedule_next_fire_timestamp_seconds",
+            "Unix time of each schedule's next slot.",
+            ["schedule"],
+            registry=r,
+        )
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

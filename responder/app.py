@@ -23,6 +23,7 @@ from responder.engine.answer import LiveSources
 from responder.logs import Throttle
 from responder.metrics import Metrics
 from responder.rules.store import RuleStore
+from responder.schedule import service as schedules
 from responder.settings import AppOptions, Connection
 from responder.sources import SourceHub
 from responder.transport import admin, pushes
@@ -46,6 +47,7 @@ def create_app(
     pushes.install(app)
     app[keys.LOG_THROTTLE] = Throttle()
     app.cleanup_ctx.append(_outbound)
+    schedules.install(app)  # stops before the pipeline drains
     app.cleanup_ctx.append(_stream)
     if store.running.serves_http:
         app.router.add_post(store.running.callback_path, handlers.callback)

@@ -184,3 +184,10 @@ async def offline(
 
 def pipeline(client: TestClient) -> Any:
     return client.app[keys.PIPELINE]
+
+
+async def eventually(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
+    """Poll `predicate` until it holds; a TimeoutError after `timeout` seconds fails the test."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)

@@ -1,14 +1,16 @@
-"""Jobs: what responder says first, one target each — a push's payload or a schedule's slot —
+"""Jobs: what responder says first, one target each (a push's payload or a schedule's slot),
 with the claim key that makes it happen once (on one replica, for one retried push)."""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from responder.rules.model import Announcement, Push, Target
+from responder.rules.model import Announcement, Push, Schedule, Target
+from responder.schedule.timing import slot_iso
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,4 +30,20 @@ def push_jobs(push: Push, payload: Mapping[str, Any], raw: bytes) -> list[Job]:
     return [
         Job(f"push:{name}:{digest}:{target.kind}:{target.id}", push.announcement, target, extra)
         for target in push.targets_for(payload)
+    ]
+
+
+def schedule_jobs(schedule: Schedule, slot: datetime.datetime) -> list[Job]:
+    """One job per target for one slot; the key is the same on every replica, so a shared
+    ledger lets one of them send it."""
+    name = schedule.name
+    extra = {"schedule": {"name": name, "slot": slot}}
+    return [
+        Job(
+            f"schedule:{name}:{slot_iso(slot)}:{target.kind}:{target.id}",
+            schedule.announcement,
+            target,
+            extra,
+        )
+        for target in schedule.targets
     ]

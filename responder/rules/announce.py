@@ -1,6 +1,6 @@
-"""Compile what responder says first: `pushes:` (and their targets and routes) into
-Announcements, with the problems only a compiled file can show (a reply the OpenAPI cannot carry,
-a short token, no credentials to send with).
+"""Compile what responder says first: `pushes:` (their targets and routes) and `schedules:`
+(their timing) around Announcements, with the problems only a compiled file can show (a reply
+the OpenAPI cannot carry, a short token, no credentials to send with, a cron that never fires).
 
 Part of the compiler (rules/compile.py), which hands itself in for positions and problems.
 """
@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from responder.dingtalk.openapi import sendable_reason
 from responder.rules import yamldoc
-from responder.rules.model import Announcement, Push, PushRoute, Target
+from responder.rules.model import Announcement, Push, PushRoute, Schedule, Target
+from responder.schedule.timing import make_timing, parse_catch_up
 from responder.sources.base import SourceSpec
 
 if TYPE_CHECKING:
@@ -69,6 +70,54 @@ def _push(
     if announcement is None or len(compiler.problems) > before:
         return None
     return Push(announcement, token, targets(spec.get("to", ())), routes)
+
+
+def compile_schedules(
+    compiler: _Compiler,
+    specs: Sequence[Mapping[str, Any]],
+    sources: Mapping[str, SourceSpec],
+    speaks: bool,
+) -> tuple[Schedule, ...]:
+    schedules: dict[str, Schedule] = {}
+    for index, spec in enumerate(specs):
+        at: yamldoc.Path = ("schedules", index)
+        if spec["name"] in schedules:
+            compiler.problem((*at, "name"), f"schedule name {spec['name']!r} is already used")
+            continue
+        schedule = _schedule(compiler, at, spec, sources, f"schedule {spec['name']!r}: ", speaks)
+        if schedule is not None:
+            schedules[spec["name"]] = schedule
+    return tuple(schedules.values())
+
+
+def _schedule(
+    compiler: _Compiler,
+    at: yamldoc.Path,
+    spec: Mapping[str, Any],
+    sources: Mapping[str, SourceSpec],
+    label: str,
+    speaks: bool,
+) -> Schedule | None:
+    before = len(compiler.problems)
+    announcement = compile_announcement(compiler, at, spec, sources, label, "schedule")
+    if not speaks:
+        needs = "schedules send through the OpenAPI: set dingtalk.client_id and client_secret"
+        compiler.problem((*at, "name"), f"{label}{needs}")
+    check_targets(compiler, at, spec, label)
+    timing = catch_up = None
+    key = "cron" if "cron" in spec else "every"
+    try:
+        timing = make_timing(cron=spec.get("cron"), every=spec.get("every"), timezone=spec.get("timezone"))
+    except ValueError as exc:
+        wrong = "timezone" if "timezone" in spec and "zone" in str(exc).lower() else key
+        compiler.problem((*at, wrong), f"{label}{exc}")
+    try:
+        catch_up = parse_catch_up(spec.get("catch_up"))
+    except ValueError as exc:
+        compiler.problem((*at, "catch_up"), f"{label}{exc}")
+    if announcement is None or timing is None or len(compiler.problems) > before:
+        return None
+    return Schedule(announcement, timing, targets(spec["to"]), catch_up)
 
 
 def compile_announcement(

@@ -25,7 +25,7 @@ from responder.engine.rendering import (
     make_environment,
 )
 from responder.rules import schema, yamldoc
-from responder.rules.announce import compile_pushes
+from responder.rules.announce import compile_pushes, compile_schedules
 from responder.rules.model import MATCH_KINDS, CatalogueEntry, Rule, RulesError, RuleSet
 from responder.rules.problems import Problem
 from responder.rules.templates import TemplateFileError, TemplateFiles
@@ -69,9 +69,9 @@ class _Compiler:
         compiled = [self.rule(i, spec, defaults, sources) for i, spec in enumerate(self.data["rules"])]
         rules = [rule for rule in compiled if rule is not None]
         self.check_unique(rules)
-        pushes = compile_pushes(
-            self, self.data.get("pushes", []), sources, dingtalk.connection.speaks_openapi
-        )
+        speaks = dingtalk.connection.speaks_openapi
+        pushes = compile_pushes(self, self.data.get("pushes", []), sources, speaks)
+        schedules = compile_schedules(self, self.data.get("schedules", []), sources, speaks)
         if self.problems:
             raise RulesError(sorted(self.problems, key=lambda p: (p.file, p.line, p.column)))
         ordered = tuple(sorted(rules, key=lambda r: (-r.priority, r.index)))
@@ -88,6 +88,7 @@ class _Compiler:
             catalogue=tuple(_catalogue_entry(spec) for spec in self.data["rules"] if not spec.get("hidden")),
             not_allowed=MappingProxyType(_not_allowed(defaults)),
             pushes=pushes,
+            schedules=schedules,
         )
 
     def problem(self, path: yamldoc.Path, message: str, *, at_key: bool = False) -> None:

@@ -12,6 +12,7 @@ from responder.engine.cooldowns import Cooldown
 from responder.engine.matching import TELLABLE_REFUSALS, Matcher, Scope, Trigger
 from responder.engine.rendering import ReplyTemplate
 from responder.rules.problems import Problem
+from responder.schedule.timing import Timing
 from responder.settings import DingTalkSettings
 from responder.sources.base import SourceSpec
 
@@ -91,6 +92,20 @@ class Push:
         return next((route.targets for route in self.routes if route.holds(payload)), self.targets)
 
 
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A message sent at each slot of its timing (the runner's ScheduleSpec)."""
+
+    announcement: Announcement
+    timing: Timing
+    targets: tuple[Target, ...]
+    catch_up_s: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.announcement.name
+
+
 def _at_path(payload: Any, path: str) -> Any:
     value = payload
     for step in path.split("."):
@@ -126,6 +141,7 @@ class RuleSet:
     text: str = field(default="", repr=False)
     # Inbound pushes by name (POST /push/NAME).
     pushes: Mapping[str, Push] = field(default_factory=dict, repr=False)
+    schedules: tuple[Schedule, ...] = field(default=(), repr=False)
     # What a sender is told when a rule's scope refuses who or where they are (TELLABLE_REFUSALS).
     not_allowed: Mapping[str, str] = field(default_factory=dict, repr=False)
     # Values ${VAR}s put into the settings: logs and reports must never show them.

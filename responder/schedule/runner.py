@@ -305,6 +305,10 @@ class Scheduler(Generic[SpecT]):
             self._clock() - last_missed.timestamp(),
             "not_running" if before_start else "late",
         )
+        if before_start:
+            # Not counted: a fresh deployment (or a restart) has no slot of its own to miss, and
+            # a `missed` alert on every restart would teach people to ignore it.
+            return
         schedule.counts[MISSED] += count
         if self._metrics is not None:
             self._metrics.schedule_fires.labels(name, MISSED).inc(count)

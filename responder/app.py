@@ -13,18 +13,15 @@ import aiohttp
 from aiohttp import web
 
 from responder import keys
-from responder.delivery.budget import OutboundBudget
-from responder.delivery.gate import Gate
-from responder.delivery.late import OpenApiSink
-from responder.delivery.openapi import OpenApiClient
-from responder.delivery.pipeline import Guards, Pipeline
+from responder.delivery.late import openapi_sink
+from responder.delivery.pipeline import Pipeline, guards_for
 from responder.delivery.webhook import REPLY_CONNECTIONS, WebhookSink
 from responder.engine.answer import LiveSources
 from responder.logs import Throttle
 from responder.metrics import Metrics
 from responder.rules.store import RuleStore
 from responder.schedule import service as schedules
-from responder.settings import AppOptions, Connection
+from responder.settings import AppOptions
 from responder.sources import SourceHub
 from responder.transport import admin, pushes
 from responder.transport import callback as handlers
@@ -56,14 +53,6 @@ def create_app(
     return app
 
 
-def guards_for(options: AppOptions) -> Guards:
-    """Fresh in-memory guards with the limits `options` asks for."""
-    return Guards(
-        budget=OutboundBudget(options.sends_per_window, options.send_window_s),
-        gate=Gate(options.max_pending),
-    )
-
-
 async def _outbound(app: web.Application) -> AsyncIterator[None]:
     """Keep-alive ClientSessions: one for sources and Stream mode, one of its own for replies, so
     a slow data source can never hold the connection a reply waits for. Pending replies drain
@@ -83,7 +72,7 @@ async def _outbound(app: web.Application) -> AsyncIterator[None]:
     app[keys.HTTP] = session
     app[keys.SOURCES] = hub
     app[keys.PIPELINE] = pipeline
-    late = _openapi_sink(store.running, replies, metrics)
+    late = openapi_sink(store.running, replies, metrics)
     if late is not None:
         app[keys.OPENAPI] = late
     app[keys.WEBHOOK] = WebhookSink(replies, clock=options.clock, late=late)
@@ -93,24 +82,6 @@ async def _outbound(app: web.Application) -> AsyncIterator[None]:
     await hub.close()
     await session.close()
     await replies.close()
-
-
-def _openapi_sink(
-    connection: Connection, session: aiohttp.ClientSession, metrics: Metrics
-) -> OpenApiSink | None:
-    """The OpenAPI sink, when the app's credentials are set (restart-only, like the client)."""
-    if not connection.speaks_openapi:
-        return None
-    client = OpenApiClient(
-        session,
-        api_base=connection.api_base,
-        client_id=connection.client_id,
-        client_secret=connection.client_secret,
-        robot_code=connection.robot_code or None,
-        metrics=metrics,
-        monthly_call_cap=connection.openapi_monthly_calls,
-    )
-    return OpenApiSink(client)
 
 
 async def _stream(app: web.Application) -> AsyncIterator[None]:

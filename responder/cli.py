@@ -1,4 +1,7 @@
-"""The command line: serve, check, try, sign. Exit codes: 0 ok, 1 bad rules or runtime error, 2 usage."""
+"""The command line: serve, check, try, send, sign.
+
+Exit codes: 0 ok, 1 bad rules or a runtime error, 2 usage.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +20,10 @@ import aiohttp
 
 from responder import __version__, dingtalk, serve, settings
 from responder.app import create_app
-from responder.authoring import explain, lint
+from responder.authoring import announcements, explain, lint
+from responder.delivery import oneshot
 from responder.delivery.pipeline import Handled, answer_once
-from responder.engine.answer import Fixtures, LiveSources
+from responder.engine.answer import Fixtures, LiveSources, SourceAnswers
 from responder.logs import LoggingHandle, setup_logging
 from responder.metrics import Metrics
 from responder.rules.load import load_rules
@@ -130,9 +134,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(run=_check)
 
-    try_ = commands.add_parser("try", help="show the reply the server would send for TEXT")
+    try_ = commands.add_parser(
+        "try", help="show what the server would send for TEXT, a schedule's next slot, or a push's payload"
+    )
     _config_option(try_)
-    try_.add_argument("text", metavar="TEXT")
+    try_.add_argument(
+        "text", metavar="TEXT", nargs="*", help="the message (with --push: the payload file, - for stdin)"
+    )
+    speaker = try_.add_mutually_exclusive_group()
+    speaker.add_argument("--schedule", metavar="NAME", help="what the schedule's next slot would send")
+    speaker.add_argument(
+        "--push", metavar="NAME", help="what POSTing the payload FILE to /push/NAME would send"
+    )
     try_.add_argument("--nick", default="Tester", help="sender nick (default Tester)")
     try_.add_argument("--staff-id", default="tester", help="sender staff id (default tester)")
     try_.add_argument("--private", action="store_true", help="a 1:1 chat instead of a group")
@@ -140,6 +153,24 @@ def _parser() -> argparse.ArgumentParser:
     try_.add_argument("--offline", action="store_true", help="answer sources with each rule's fixture")
     try_.add_argument("--explain", action="store_true", help="show why each rule did or did not match")
     try_.set_defaults(run=_try)
+
+    send = commands.add_parser("send", help="send a message now through DingTalk's OpenAPI (for scripts)")
+    _config_option(send)
+    send.add_argument(
+        "text", metavar="TEXT", nargs="?", help="the message, sent as it is (escaped in markdown)"
+    )
+    send.add_argument(
+        "--to", action="append", default=[], metavar="CID", help="a group's conversationId (repeatable)"
+    )
+    send.add_argument(
+        "--user", action="append", default=[], metavar="STAFF_ID", help="a person's 1:1 chat (repeatable)"
+    )
+    send.add_argument("--template", type=Path, metavar="FILE", help="render this Jinja2 file instead of TEXT")
+    send.add_argument(
+        "--msgtype", choices=("text", "markdown"), help="default: markdown for a .md template, else text"
+    )
+    send.add_argument("--title", help="markdown's title (the notification preview); required for markdown")
+    send.set_defaults(run=_send)
 
     sign = commands.add_parser("sign", help="print timestamp and sign headers for a callback")
     sign.add_argument("--secret", required=True, help="the robot's AppSecret")
@@ -203,7 +234,11 @@ def _check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if not review.ok(strict=args.strict):
         print(f"{args.config}: FAILED, {review.summary()}", file=sys.stderr)
         return 1
+    for line in announcements.schedule_lines(ruleset):
+        print(line)
     counts = f"{len(ruleset.rules)} rules, {len(ruleset.sources)} sources"
+    if ruleset.schedules:
+        counts += f", {len(ruleset.schedules)} schedules"
     if ruleset.pushes:
         counts += f", {len(ruleset.pushes)} pushes"
     print(f"{args.config}: OK, {counts}, {review.summary()}, sha256 {ruleset.sha256[:12]}")
@@ -211,10 +246,15 @@ def _check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def _try(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    if args.schedule is not None or args.push is not None:
+        return _try_announcement(args, environ)
+    if not args.text:
+        print("responder try: say what to try: TEXT, --schedule NAME or --push NAME FILE", file=sys.stderr)
+        return 2
     ruleset = _load(args, environ)
     if ruleset is None:
         return 1
-    message = sample_message(args.text, args.nick, args.staff_id, not args.private, args.admin)
+    message = sample_message(" ".join(args.text), args.nick, args.staff_id, not args.private, args.admin)
     if args.explain:
         print(explain.format_verdicts(ruleset.matcher.explain(message)), file=sys.stderr)
     handled, body = asyncio.run(_answer(message, ruleset, offline=args.offline))
@@ -224,17 +264,99 @@ def _try(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return 0
 
 
-async def _answer(
-    message: dingtalk.Message, ruleset: RuleSet, *, offline: bool
-) -> tuple[Handled, dict[str, Any] | None]:
+def _try_announcement(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    if args.push is not None and len(args.text) != 1:
+        print("responder try --push NAME FILE: give the payload file (- for stdin)", file=sys.stderr)
+        return 2
+    if args.schedule is not None and args.text:
+        print("responder try --schedule NAME takes no TEXT", file=sys.stderr)
+        return 2
+    ruleset = _load(args, environ)
+    if ruleset is None:
+        return 1
+    try:
+        body = b"" if args.push is None else _read_payload(args.text[0])
+        tried = asyncio.run(_announce(ruleset, args, body))
+    except (announcements.TryError, OSError) as exc:
+        print(f"responder try: {exc}", file=sys.stderr)
+        return 1
+    print(tried.note, file=sys.stderr)
+    for message in tried.sent:
+        sys.stdout.write(dingtalk.dumps(message).decode() + "\n")
+    if tried.render_error:
+        print(f"render failed: {tried.render_error}", file=sys.stderr)
+        return 1
+    unsent = [h for h in tried.handled if h.outcome != "sent"]
+    for handled in unsent:
+        print(f"not sent: {handled.reason}", file=sys.stderr)
+    return 1 if unsent or not tried.sent else 0
+
+
+def _read_payload(name: str) -> bytes:
+    return sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+
+
+async def _announce(ruleset: RuleSet, args: argparse.Namespace, body: bytes) -> announcements.Tried:
+    async with _sources(offline=args.offline) as sources:
+        if args.schedule is not None:
+            return await announcements.try_schedule(ruleset, args.schedule, sources)
+        return await announcements.try_push(ruleset, args.push, body, sources)
+
+
+def _send(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    problem = _send_usage(args)
+    if problem:
+        print(f"responder send: {problem}", file=sys.stderr)
+        return 2
+    ruleset = _load(args, environ)
+    if ruleset is None:
+        return 1
+    msgtype = args.msgtype or ("markdown" if args.template and ".md" in args.template.suffixes else "text")
+    if msgtype == "markdown" and not args.title:
+        print("responder send: markdown needs --title (the notification preview)", file=sys.stderr)
+        return 2
+    outgoing = oneshot.Outgoing(
+        oneshot.targets_from(args.to, args.user), msgtype, args.text, args.template, args.title
+    )
+    try:
+        with _quiet_logs():  # each target's line below says how it went
+            handled = asyncio.run(oneshot.send(outgoing, ruleset))
+    except oneshot.SendError as exc:
+        print(f"responder send: {exc}", file=sys.stderr)
+        return 1
+    for target, result in zip(outgoing.targets, handled, strict=True):
+        reason = "" if result.outcome == "sent" else f" ({result.reason})"
+        print(f"{target.kind} {target.id}: {result.outcome}{reason}", file=sys.stderr)
+    return 0 if all(h.outcome == "sent" and not h.render_error for h in handled) else 1
+
+
+def _send_usage(args: argparse.Namespace) -> str:
+    if not args.to and not args.user:
+        return "say where: --to CID and/or --user STAFF_ID"
+    if (args.text is None) == (args.template is None):
+        return "give TEXT or --template FILE (one of them)"
+    return ""
+
+
+@contextlib.asynccontextmanager
+async def _sources(*, offline: bool) -> AsyncIterator[SourceAnswers]:
+    """Where `try` gets source data: the rules' fixtures, or the live sources."""
     if offline:
-        return await answer_once(message, ruleset, Fixtures())
+        yield Fixtures()
+        return
     async with aiohttp.ClientSession() as session:
         hub = SourceHub(session)
         try:
-            return await answer_once(message, ruleset, LiveSources(hub))
+            yield LiveSources(hub)
         finally:
             await hub.close()
+
+
+async def _answer(
+    message: dingtalk.Message, ruleset: RuleSet, *, offline: bool
+) -> tuple[Handled, dict[str, Any] | None]:
+    async with _sources(offline=offline) as sources:
+        return await answer_once(message, ruleset, sources)
 
 
 def sample_message(text: str, nick: str, staff_id: str, is_group: bool, is_admin: bool) -> dingtalk.Message:

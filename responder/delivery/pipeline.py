@@ -41,6 +41,7 @@ from responder.engine.rendering import sender_mention
 from responder.logs import quoted
 from responder.metrics import Metrics
 from responder.rules.model import Rule, RuleSet, Target
+from responder.settings import AppOptions
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,14 @@ class Guards:
     cooldowns: Cooldowns = field(default_factory=Cooldowns)
     budget: OutboundBudget = field(default_factory=OutboundBudget)
     gate: Gate = field(default_factory=Gate)
+
+
+def guards_for(options: AppOptions) -> Guards:
+    """Fresh in-memory guards with the limits `options` asks for."""
+    return Guards(
+        budget=OutboundBudget(options.sends_per_window, options.send_window_s),
+        gate=Gate(options.max_pending),
+    )
 
 
 class Pipeline:

@@ -18,8 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from responder import keys
-from responder.app import guards_for
-from responder.delivery.pipeline import Handled, Pipeline
+from responder.delivery.pipeline import Handled, Pipeline, guards_for
 from responder.delivery.sinks import ResponseSink
 from responder.dingtalk import Message, dumps, offline_message
 from responder.engine.answer import LiveSources

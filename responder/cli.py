@@ -316,7 +316,7 @@ def _metrics_for(logging_handle: LoggingHandle) -> Metrics:
 
 
 def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop when installed (`pip install 'responder[uvloop]'`), else asyncio's own loop."""
+    """uvloop when installed (`pip install -e '.[uvloop]'` in a checkout), else asyncio's own loop."""
     try:
         import uvloop  # type: ignore[import-not-found]
     except ImportError:

@@ -1,6 +1,8 @@
 """The command line: serve, check, try, send, sign.
 
-Exit codes: 0 ok, 1 bad rules or a runtime error, 2 usage.
+Exit codes: 0 ok; 1 bad rules (check, try) or a runtime failure of serve (the port is taken);
+2 a bad command line; 78 (EX_CONFIG, sysexits.h) serve cannot start with its configuration (bad
+rules, no secret, an unusable --log-file), which a restart would not cure.
 """
 
 from __future__ import annotations
@@ -33,9 +35,19 @@ from responder.serve import EarlySignals
 from responder.settings import AppOptions, Listen
 from responder.sources import SourceHub
 from responder.transport.loopback import is_loopback
+from responder.transport.playground import PREFIX as PLAYGROUND_PREFIX
 from responder.transport.playground import add_playground
 
 log = logging.getLogger("responder")
+
+SECRET_VARIABLE = "DINGTALK_APP_SECRET"
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2  # argparse's own code for a bad command line
+# sysexits.h EX_CONFIG. Distinct from 1 so a supervisor can tell "fix the file" from "try again":
+# the systemd unit sets RestartPreventExitStatus=78.
+EXIT_CONFIG = 78
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -103,7 +115,12 @@ def _parser() -> argparse.ArgumentParser:
         help="human-readable lines or JSON lines (default human)",
     )
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
-    serve.add_argument("--log-file", type=Path, help="also write logs to this file, rotated by size")
+    serve.add_argument(
+        "--log-file",
+        type=Path,
+        help="write logs to this file (rotated by size) instead of stderr; a record the file cannot "
+        "take (a full disk) goes to stderr",
+    )
     serve.add_argument(
         "--reload-settle",
         type=float,
@@ -138,8 +155,12 @@ def _parser() -> argparse.ArgumentParser:
         "try", help="show what the server would send for TEXT, a schedule's next slot, or a push's payload"
     )
     _config_option(try_)
+    # The rest of the command line is the message, so `responder try weather 杭州` needs no quotes.
     try_.add_argument(
-        "text", metavar="TEXT", nargs="*", help="the message (with --push: the payload file, - for stdin)"
+        "text",
+        metavar="TEXT",
+        nargs="*",
+        help="the message; several words are joined by spaces (with --push: the payload file, - for stdin)",
     )
     speaker = try_.add_mutually_exclusive_group()
     speaker.add_argument("--schedule", metavar="NAME", help="what the schedule's next slot would send")
@@ -173,7 +194,9 @@ def _parser() -> argparse.ArgumentParser:
     send.set_defaults(run=_send)
 
     sign = commands.add_parser("sign", help="print timestamp and sign headers for a callback")
-    sign.add_argument("--secret", required=True, help="the robot's AppSecret")
+    sign.add_argument(
+        "--secret", help=f"the robot's AppSecret (default: ${SECRET_VARIABLE}, which keeps it out of `ps`)"
+    )
     sign.add_argument("--timestamp", help="milliseconds since the epoch (default now)")
     sign.set_defaults(run=_sign)
     return parser
@@ -226,14 +249,14 @@ def _quiet_logs() -> Iterator[None]:
 def _check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     ruleset = _load(args, environ)
     if ruleset is None:
-        return 1
+        return EXIT_FAILURE
     with _quiet_logs():  # a failing example's render_failed line would repeat its finding
         review = asyncio.run(lint.review(ruleset, run_examples=args.examples))
     for line in review.lines():
         print(line, file=sys.stderr)
     if not review.ok(strict=args.strict):
         print(f"{args.config}: FAILED, {review.summary()}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
     for line in announcements.schedule_lines(ruleset):
         print(line)
     counts = f"{len(ruleset.rules)} rules, {len(ruleset.sources)} sources"
@@ -242,7 +265,7 @@ def _check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if ruleset.pushes:
         counts += f", {len(ruleset.pushes)} pushes"
     print(f"{args.config}: OK, {counts}, {review.summary()}, sha256 {ruleset.sha256[:12]}")
-    return 0
+    return EXIT_OK
 
 
 def _try(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -250,10 +273,10 @@ def _try(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return _try_announcement(args, environ)
     if not args.text:
         print("responder try: say what to try: TEXT, --schedule NAME or --push NAME FILE", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     ruleset = _load(args, environ)
     if ruleset is None:
-        return 1
+        return EXIT_FAILURE
     message = sample_message(" ".join(args.text), args.nick, args.staff_id, not args.private, args.admin)
     if args.explain:
         print(explain.format_verdicts(ruleset.matcher.explain(message)), file=sys.stderr)
@@ -261,35 +284,35 @@ def _try(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     print(f"rule: {handled.rule or '(none)'} ({handled.reason})", file=sys.stderr)
     if body is not None:
         sys.stdout.write(dingtalk.dumps(body).decode() + "\n")
-    return 0
+    return EXIT_OK
 
 
 def _try_announcement(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if args.push is not None and len(args.text) != 1:
         print("responder try --push NAME FILE: give the payload file (- for stdin)", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     if args.schedule is not None and args.text:
         print("responder try --schedule NAME takes no TEXT", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     ruleset = _load(args, environ)
     if ruleset is None:
-        return 1
+        return EXIT_FAILURE
     try:
         body = b"" if args.push is None else _read_payload(args.text[0])
         tried = asyncio.run(_announce(ruleset, args, body))
     except (announcements.TryError, OSError) as exc:
         print(f"responder try: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
     print(tried.note, file=sys.stderr)
     for message in tried.sent:
         sys.stdout.write(dingtalk.dumps(message).decode() + "\n")
     if tried.render_error:
         print(f"render failed: {tried.render_error}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
     unsent = [h for h in tried.handled if h.outcome != "sent"]
     for handled in unsent:
         print(f"not sent: {handled.reason}", file=sys.stderr)
-    return 1 if unsent or not tried.sent else 0
+    return EXIT_FAILURE if unsent or not tried.sent else EXIT_OK
 
 
 def _read_payload(name: str) -> bytes:
@@ -307,14 +330,14 @@ def _send(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     problem = _send_usage(args)
     if problem:
         print(f"responder send: {problem}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     ruleset = _load(args, environ)
     if ruleset is None:
-        return 1
+        return EXIT_FAILURE
     msgtype = args.msgtype or ("markdown" if args.template and ".md" in args.template.suffixes else "text")
     if msgtype == "markdown" and not args.title:
         print("responder send: markdown needs --title (the notification preview)", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     outgoing = oneshot.Outgoing(
         oneshot.targets_from(args.to, args.user), msgtype, args.text, args.template, args.title
     )
@@ -323,11 +346,11 @@ def _send(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             handled = asyncio.run(oneshot.send(outgoing, ruleset))
     except oneshot.SendError as exc:
         print(f"responder send: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
     for target, result in zip(outgoing.targets, handled, strict=True):
         reason = "" if result.outcome == "sent" else f" ({result.reason})"
         print(f"{target.kind} {target.id}: {result.outcome}{reason}", file=sys.stderr)
-    return 0 if all(h.outcome == "sent" and not h.render_error for h in handled) else 1
+    return EXIT_OK if all(h.outcome == "sent" and not h.render_error for h in handled) else EXIT_FAILURE
 
 
 def _send_usage(args: argparse.Namespace) -> str:
@@ -375,13 +398,17 @@ def sample_message(text: str, nick: str, staff_id: str, is_group: bool, is_admin
 
 
 def _sign(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    secret = args.secret if args.secret is not None else environ.get(SECRET_VARIABLE, "")
+    if not secret:
+        print(f"responder sign: no secret: pass --secret or set {SECRET_VARIABLE}", file=sys.stderr)
+        return EXIT_USAGE
     timestamp = args.timestamp or str(int(time.time() * 1000))
     if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) == 13):
         print("responder sign: --timestamp must be 13 digits (milliseconds)", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     print(f"timestamp: {timestamp}")
-    print(f"sign: {dingtalk.sign(args.secret, timestamp)}")
-    return 0
+    print(f"sign: {dingtalk.sign(secret, timestamp)}")
+    return EXIT_OK
 
 
 def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -391,7 +418,7 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         )
     except (OSError, ValueError) as exc:
         print(f"responder serve: cannot set up logging: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_CONFIG
     try:
         return _serve_logged(args, environ, logging_handle)
     finally:
@@ -400,7 +427,7 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 def _secrets(environ: Mapping[str, str]) -> list[str]:
     """Values that must never reach a log line, even if a template or an error echoes them."""
-    names = ("DINGTALK_APP_SECRET", "DINGTALK_CLIENT_SECRET")
+    names = (SECRET_VARIABLE, "DINGTALK_CLIENT_SECRET")
     return [environ[name] for name in names if len(environ.get(name, "")) >= 6]
 
 
@@ -408,11 +435,11 @@ def _serve_logged(args: argparse.Namespace, environ: Mapping[str, str], logging_
     log.info("starting version=%s config=%s pid=%d", __version__, args.config, os.getpid())
     ruleset = _load(args, environ)
     if ruleset is None:
-        return 1
+        return EXIT_CONFIG
     refusal = _refuse_unsigned(ruleset, args)
     if refusal:
         print(f"responder serve: {refusal}", file=sys.stderr)
-        return 1
+        return EXIT_CONFIG
     if not ruleset.dingtalk.policy.app_secrets and ruleset.dingtalk.connection.serves_http:
         log.warning("dev_mode_unsigned DEVELOPMENT MODE: callbacks are NOT authenticated (no app_secret)")
     store = RuleStore(ruleset, environ, settle_s=args.reload_settle)
@@ -420,9 +447,10 @@ def _serve_logged(args: argparse.Namespace, environ: Mapping[str, str], logging_
     store.subscribe(lambda new: logging_handle.redact_also(new.secrets))
     options = AppOptions(dev=args.dev, shutdown_grace_s=args.shutdown_grace)
     app = create_app(store, options, _metrics_for(logging_handle))
+    on_listening = serve.nothing
     if args.dev and is_loopback(args.host):
         add_playground(app)
-        log.info("playground_enabled path=/-/playground/")
+        on_listening = _announce_playground
     elif args.dev:
         log.warning("playground_disabled reason=not_loopback host=%s", args.host)
     listen = Listen(
@@ -434,13 +462,19 @@ def _serve_logged(args: argparse.Namespace, environ: Mapping[str, str], logging_
         reload_endpoint=args.enable_reload_endpoint,
         max_connections=args.max_connections,
         keepalive_timeout_s=args.keepalive_timeout,
+        notify_socket=environ.get("NOTIFY_SOCKET", ""),
     )
     try:
         with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
-            return runner.run(serve.run(app, listen, args.early_signals))
+            return runner.run(serve.run(app, listen, args.early_signals, on_listening=on_listening))
     except OSError as exc:
         log.error("listen_failed error=%s", exc.strerror or exc)
-        return 1
+        return EXIT_FAILURE
+
+
+def _announce_playground(url: str) -> None:
+    """Logged once the port is bound, so the URL is one a newcomer can click (even with --port 0)."""
+    log.info("playground_enabled url=%s%s/", url, PLAYGROUND_PREFIX)
 
 
 def _metrics_for(logging_handle: LoggingHandle) -> Metrics:
@@ -451,7 +485,7 @@ def _metrics_for(logging_handle: LoggingHandle) -> Metrics:
 
 
 def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop when installed (`pip install 'responder[uvloop]'`), else asyncio's own loop."""
+    """uvloop when installed (`pip install -e '.[uvloop]'` in a checkout), else asyncio's own loop."""
     try:
         import uvloop  # type: ignore[import-not-found]
     except ImportError:

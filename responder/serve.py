@@ -1,8 +1,10 @@
-"""Run the callback and admin apps: bind, connection limits, signals, pid file, graceful shutdown.
+"""Run the callback and admin apps: bind, connection limits, signals, pid file, readiness,
+graceful shutdown.
 
 Only `responder serve` uses this; create_app stays free of process side effects so tests can
-build many apps. Order on SIGTERM/SIGINT: stop accepting, let in-flight requests finish, drain
-pending replies within the grace period (logging each one dropped), exit 0.
+build many apps. Once both ports listen: the pid file, `on_listening(url)`, then systemd's
+READY=1. Order on SIGTERM/SIGINT: STOPPING=1, stop accepting, let in-flight requests finish,
+drain pending replies within the grace period (logging each one dropped), exit 0.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from responder import keys
+from responder import keys, systemd
 from responder.rules.store import Reloader
 from responder.settings import Listen
 from responder.transport.admin import create_admin_app
@@ -45,7 +48,19 @@ class EarlySignals:
         self.hup_pending = True
 
 
-async def run(app: web.Application, listen: Listen, early: EarlySignals) -> int:
+def nothing(url: str) -> None:
+    """The default `on_listening`."""
+
+
+async def run(
+    app: web.Application,
+    listen: Listen,
+    early: EarlySignals,
+    *,
+    on_listening: Callable[[str], None] = nothing,
+) -> int:
+    """Serve until SIGTERM/SIGINT; `on_listening` gets the callback port's URL once both ports are
+    bound (the port is known only then when it was 0)."""
     loop = asyncio.get_running_loop()
     DescriptorAlarm().install(loop)
     reloader = Reloader(app[keys.STORE])
@@ -56,10 +71,15 @@ async def run(app: web.Application, listen: Listen, early: EarlySignals) -> int:
     if early.hup_pending:
         reloader.request()
     reloading = loop.create_task(reloader.run())
-    runners = await _start(app, listen, reloader)
+    runners, url = await _start(app, listen, reloader)
     try:
         _write_pid(listen.pid_file)
+        on_listening(url)
+        # Only now is the service up: systemd (Type=notify) reports "started" and starts what
+        # waits for it, and a reload or stop before this point is queued by systemd.
+        systemd.notify(listen.notify_socket, "READY=1")
         await stop.wait()
+        systemd.notify(listen.notify_socket, "STOPPING=1")
         app[keys.READINESS]["shutting_down"] = lambda: False
         log.info("shutdown_started pending_replies=%d", app[keys.PIPELINE].pending)
     finally:
@@ -87,7 +107,8 @@ def callback_runner(app: web.Application, listen: Listen) -> web.AppRunner:
     )
 
 
-async def _start(app: web.Application, listen: Listen, reloader: Reloader) -> list[web.AppRunner]:
+async def _start(app: web.Application, listen: Listen, reloader: Reloader) -> tuple[list[web.AppRunner], str]:
+    """Bind and start both sites; the runners (admin first, for cleanup) and the callback URL."""
     runner = callback_runner(app, listen)
     await runner.setup()
     cap = ConnectionCap(connection_limit(listen.max_connections))
@@ -114,7 +135,7 @@ async def _start(app: web.Application, listen: Listen, reloader: Reloader) -> li
         listen.keepalive_timeout_s,
         os.getpid(),
     )
-    return runners
+    return runners, site.name
 
 
 def _url(site: web.TCPSite) -> str:

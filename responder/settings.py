@@ -104,6 +104,7 @@ class Listen:
     reload_endpoint: bool = False
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     keepalive_timeout_s: float = DEFAULT_KEEPALIVE_TIMEOUT_S
+    notify_socket: str = ""  # systemd's $NOTIFY_SOCKET: told READY=1 once both ports listen
 
 
 @dataclass(frozen=True, slots=True)

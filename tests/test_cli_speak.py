@@ -38,7 +38,7 @@ schedules:
     every: 1h
     to: [{conversation: cid-team}]
     msgtype: text
-    body: "{{ schedule.nope }}"
+    body: "{{ schedule.slot.nope }}"
 pushes:
   - name: deploys
     token: ${DEPLOY_TOKEN:-}

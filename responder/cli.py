@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 import os
 import sys
@@ -485,14 +486,14 @@ def _metrics_for(logging_handle: LoggingHandle) -> Metrics:
 
 
 def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop when installed (`pip install -e '.[uvloop]'` in a checkout), else asyncio's own loop."""
+    """uvloop (a dependency wherever it installs: not on Windows or PyPy), else asyncio's own loop."""
     try:
-        import uvloop  # type: ignore[import-not-found]
+        import uvloop
     except ImportError:
         log.info("event_loop name=asyncio")
         return None
-    log.info("event_loop name=uvloop version=%s", uvloop.__version__)
-    return uvloop.new_event_loop  # type: ignore[no-any-return]
+    log.info("event_loop name=uvloop version=%s", importlib.metadata.version("uvloop"))
+    return uvloop.new_event_loop
 
 
 def _refuse_unsigned(ruleset: RuleSet, args: argparse.Namespace) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import copy
 import datetime
 import json
+import os
 import textwrap
 import time
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,13 @@ from responder.serve import HANDLER_OPTIONS
 from responder.settings import AppOptions
 
 ROOT = Path(__file__).resolve().parent.parent
+# `RESPONDER_TEST_LOOP=uvloop pytest …` runs the tests on uvloop, the loop `serve` uses
+# (tests/test_event_loop.py runs the core that way); the default is asyncio's own.
+TEST_LOOP = os.environ.get("RESPONDER_TEST_LOOP", "asyncio")
+if TEST_LOOP == "uvloop":
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 SECRET = "test-app-secret-not-real"
 REPO = Path(__file__).resolve().parent.parent
 

@@ -15,7 +15,7 @@ import logging
 import resource
 import socket
 import time
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -51,8 +51,8 @@ class _CappedProtocol(asyncio.Protocol):
                 log.warning(
                     "connection_refused reason=cap limit=%d refused=%d", self._cap.limit, self._cap.refused
                 )
-            assert isinstance(transport, asyncio.Transport)
-            transport.write(_REFUSAL)
+            # uvloop's transports are not asyncio.Transport subclasses: no isinstance check here.
+            cast(asyncio.WriteTransport, transport).write(_REFUSAL)
             transport.close()
             return
         self._admitted = True

@@ -10,10 +10,11 @@ from __future__ import annotations
 import datetime
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import jinja2
+from jinja2 import meta, nodes
 
 from responder import __version__
 from responder.dingtalk import Button, FeedLink, Mention, Message, Reply
@@ -75,6 +76,38 @@ class ReplyTemplate:
     horizontal_buttons: bool = False
     links: tuple[LinkTemplate, ...] = ()
     at_sender: bool = True
+    # Set when every part reads only what a snapshot fixes (see stable_reads): the rendered
+    # reply is then kept per visible-rules list, in `memo`, which lives and dies with the snapshot.
+    stable: StableReads | None = None
+    memo: dict[tuple[int, ...], Reply] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StableReads:
+    """A reply whose templates read nothing that varies per message except, maybe, `rules`."""
+
+    reads_rules: bool
+
+
+# What a snapshot fixes: `rule` and `bot`, and `rules` once the asker's visible rules are known.
+STABLE_NAMES = frozenset({"rule", "rules", "bot"})
+# Nondeterministic filters: a cached result would freeze them.
+_IMPURE_FILTERS = frozenset({"random", "shuffle"})
+MAX_MEMO_ENTRIES = 64
+
+
+def stable_reads(environment: jinja2.Environment, sources: Sequence[str]) -> StableReads | None:
+    """StableReads when the templates with these `sources` read only STABLE_NAMES (and globals),
+    include nothing and call no impure filter; None otherwise."""
+    reads: set[str] = set()
+    for source in sources:
+        ast = environment.parse(source)
+        if any(True for _ in meta.find_referenced_templates(ast)):
+            return None
+        if any(node.name in _IMPURE_FILTERS for node in ast.find_all(nodes.Filter)):
+            return None
+        reads |= meta.find_undeclared_variables(ast) - set(environment.globals)
+    return StableReads("rules" in reads) if reads <= STABLE_NAMES else None
 
 
 def build_context(
@@ -129,11 +162,38 @@ def _quoted(message: Message) -> dict[str, str] | None:
 def render(
     template: ReplyTemplate, context: Mapping[str, Any], mention: Mention | None, budget: Budget | None = None
 ) -> Reply:
-    """Render every part of the reply within one budget. Raises RenderError."""
+    """Render every part of the reply within one budget (or take it from the snapshot's memo:
+    the same bytes). Raises RenderError."""
     source = context.get("source")
     body = template.body
     if template.on_error is not None and isinstance(source, SourceResult) and not source.ok:
         body = template.on_error
+    key = _memo_key(template, context)
+    if key is not None and (kept := template.memo.get(key)) is not None:
+        return replace(kept, mention=mention)
+    reply = _render_reply(template, body, context, mention, budget)
+    if key is not None:
+        if len(template.memo) >= MAX_MEMO_ENTRIES:  # scopes that yield many different lists
+            template.memo.clear()
+        template.memo[key] = replace(reply, mention=None)
+    return reply
+
+
+def _memo_key(template: ReplyTemplate, context: Mapping[str, Any]) -> tuple[int, ...] | None:
+    """The asker's visible rules, by identity: their entries belong to the snapshot, which also
+    owns the memo, so an id here always means the same entry."""
+    if template.stable is None:
+        return None
+    return tuple(map(id, context.get("rules", ()))) if template.stable.reads_rules else ()
+
+
+def _render_reply(
+    template: ReplyTemplate,
+    body: jinja2.Template | None,
+    context: Mapping[str, Any],
+    mention: Mention | None,
+    budget: Budget | None,
+) -> Reply:
     environment = _environment_of(template)
     if environment is None:
         return _assemble(template, body, context, mention)

@@ -23,6 +23,7 @@ from responder.engine.rendering import (
     ReplyTemplate,
     inline_origin,
     make_environment,
+    stable_reads,
 )
 from responder.rules import schema, yamldoc
 from responder.rules.announce import compile_pushes, compile_schedules
@@ -210,7 +211,7 @@ class _Compiler:
     ) -> ReplyTemplate | None:
         t = _TemplateCompiler(self, at, spec, label)
         buttons = spec.get("buttons", ())
-        return ReplyTemplate(
+        reply = ReplyTemplate(
             msgtype=spec["msgtype"],
             body=t.body(),
             on_error=t.file("on_error"),
@@ -224,6 +225,10 @@ class _Compiler:
             links=tuple(t.link(i, link) for i, link in enumerate(spec.get("links", ()))),
             at_sender=spec.get("at_sender", defaults["at_sender"]),
         )
+        # A source (and its on_error) is per message; anything else may be kept per snapshot.
+        if "source" in spec or "on_error" in spec or t.sources is None:
+            return reply
+        return replace(reply, stable=stable_reads(self.env, t.sources))
 
     def check_unique(self, rules: list[Rule]) -> None:
         specs = self.data["rules"]
@@ -254,6 +259,8 @@ class _TemplateCompiler:
         self.at = at
         self.spec = spec
         self.label = label
+        # Every template's text, for stable_reads; None once one could not be read back.
+        self.sources: list[str] | None = []
 
     def body(self) -> jinja2.Template | None:
         return self.file("template") if "template" in self.spec else self.inline("body")
@@ -267,7 +274,10 @@ class _TemplateCompiler:
         try:
             # Named after where it is written, so a render failure can say file:line.
             code = env.compile(source, filename=inline_origin(self.owner.file, self.first_line(path)))
-            return env.template_class.from_code(env, code, env.make_globals(None))
+            template = env.template_class.from_code(env, code, env.make_globals(None))
+            if self.sources is not None:
+                self.sources.append(source)
+            return template
         except jinja2.TemplateSyntaxError as exc:
             self.inline_problem(path, exc)
         except Exception as exc:  # e.g. `{{ 10**5000 }}`: Jinja folds the constant, then repr fails
@@ -284,7 +294,9 @@ class _TemplateCompiler:
             )
             return None
         try:
-            return self.owner.env.get_template(name)
+            template = self.owner.env.get_template(name)
+            self._keep_source(name)
+            return template
         except jinja2.TemplateSyntaxError as exc:
             where = exc.filename or str(self.owner.templates / name)
             self.owner.problems.append(Problem(where, exc.lineno, 1, f"{self.label}{exc.message}"))
@@ -301,6 +313,13 @@ class _TemplateCompiler:
             where = str(self.owner.templates / name)
             self.owner.problems.append(Problem(where, 1, 1, f"{self.label}{_cannot_compile(exc)}"))
         return None
+
+    def _keep_source(self, name: str) -> None:
+        loader = self.owner.env.loader
+        if self.sources is None or loader is None:
+            self.sources = None
+            return
+        self.sources.append(loader.get_source(self.owner.env, name)[0])
 
     def button(self, path: yamldoc.Path, spec: Mapping[str, str] | None) -> ButtonTemplate | None:
         if spec is None:

@@ -95,6 +95,8 @@ class _Sink(Protocol):
 
     def write(self, record: logging.LogRecord) -> None: ...
 
+    def write_all(self, records: Sequence[logging.LogRecord]) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -107,11 +109,15 @@ class _StreamSink:
         self._render = render
 
     def write(self, record: logging.LogRecord) -> None:
+        self.write_all([record])
+
+    def write_all(self, records: Sequence[logging.LogRecord]) -> None:
+        """One write and one flush for everything queued: a busy server logs a line per message."""
         try:
-            self._stream.write(self._render(record) + "\n")
+            self._stream.write("".join(self._render(record) + "\n" for record in records))
             self._stream.flush()
         except Exception:  # a closed, full or broken stream must not kill the writer thread
-            self.failures += 1
+            self.failures += len(records)
 
     def close(self) -> None:
         pass
@@ -152,6 +158,10 @@ class _RotatingFileSink(RotatingFileHandler):
     def write(self, record: logging.LogRecord) -> None:
         self.handle(record)
 
+    def write_all(self, records: Sequence[logging.LogRecord]) -> None:
+        for record in records:
+            self.handle(record)
+
 
 class _DroppingQueueHandler(QueueHandler):
     """Freezes and redacts records in the caller's thread, then enqueues without waiting."""
@@ -189,6 +199,9 @@ class _DroppingQueueHandler(QueueHandler):
         return True
 
 
+_MAX_BATCH = 256  # records written together, so one slow write never holds too many
+
+
 class _Writer:
     """The one thread that does log I/O. It may block on a stuck stream; callers never do."""
 
@@ -211,9 +224,18 @@ class _Writer:
         return not self._thread.is_alive()
 
     def _run(self) -> None:
-        while (record := self._queue.get()) is not _STOP:
+        stopping = False
+        while not stopping:
+            batch = [self._queue.get()]
+            while len(batch) < _MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stopping = _STOP in batch
+            records = [record for record in batch if record is not _STOP]
             for sink in self._sinks:
-                sink.write(record)
+                sink.write_all(records)
 
 
 class LoggingHandle:

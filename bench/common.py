@@ -52,7 +52,8 @@ def callback_body(text: str, msg_id: str, webhook: str) -> dict[str, Any]:
 def rules_yaml(
     origin: str, *, revision: int = 0, extra_rules: str = "", reply: str = "session_webhook"
 ) -> str:
-    """A signed config whose `ping ID` rule answers `pong ID`, so the sink can tell replies apart."""
+    """A signed config whose `ping ID` rule answers `pong ID`, so the sink can tell replies apart,
+    and the bundled `help` rule (its template is copied in by write_rules)."""
     return f"""# revision {revision}
 dingtalk:
   app_secret: ${{DINGTALK_APP_SECRET}}
@@ -60,10 +61,17 @@ dingtalk:
   reply: {reply}
 rules:
   - name: ping
+    description: Answers pong with the same id
     command: [ping]
     msgtype: text
     at_sender: false
     body: "pong {{{{ args_text }}}}"
+  - name: help
+    description: What I can do
+    keywords: [help, 帮助]
+    msgtype: markdown
+    title: Help
+    template: help.md.j2
 {extra_rules}  - name: unknown
     fallback: true
     msgtype: text
@@ -84,8 +92,10 @@ def keyword_rules(count: int, *, scanned: int = 0) -> str:
 
 
 def write_rules(path: Path, text: str) -> Path:
-    """Write atomically (a reload never reads half a file) and make sure templates/ exists."""
+    """Write atomically (a reload never reads half a file), with the bundled help template."""
     (path.parent / "templates").mkdir(parents=True, exist_ok=True)
+    help_template = (REPO / "templates" / "help.md.j2").read_bytes()
+    (path.parent / "templates" / "help.md.j2").write_bytes(help_template)
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)

@@ -27,14 +27,16 @@ class Tally:
 
 
 async def client(
-    session: aiohttp.ClientSession, url: str, webhook: str, worker: int, deadline: float, tally: Tally
+    session: aiohttp.ClientSession, url: str, load: Load, worker: int, deadline: float, tally: Tally
 ) -> None:
     headers = common.signed_headers()  # valid for the whole timestamp window
     sent = 0
     while time.monotonic() < deadline:
         sent += 1
         msg_id = f"{worker}-{sent}"
-        body = json.dumps(common.callback_body(f"ping {msg_id}", f"load-{msg_id}", webhook))
+        body = json.dumps(
+            common.callback_body(load.text.replace("ID", msg_id), f"load-{msg_id}", load.webhook)
+        )
         began = time.monotonic()
         try:
             async with session.post(url, data=body, headers=headers) as response:
@@ -46,13 +48,19 @@ async def client(
         tally.latencies.append(time.monotonic() - began)
 
 
-async def generate(url: str, webhook: str, connections: int, duration_s: float) -> dict[str, float]:
+@dataclass(frozen=True)
+class Load:
+    webhook: str
+    text: str
+
+
+async def generate(url: str, load: Load, connections: int, duration_s: float) -> dict[str, float]:
     tally = Tally()
     connector = aiohttp.TCPConnector(limit=connections)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as session:
         began = time.monotonic()
         deadline = began + duration_s
-        await asyncio.gather(*(client(session, url, webhook, w, deadline, tally) for w in range(connections)))
+        await asyncio.gather(*(client(session, url, load, w, deadline, tally) for w in range(connections)))
         took = time.monotonic() - began
     return {
         "requests": len(tally.latencies),
@@ -70,8 +78,10 @@ def main() -> int:
     parser.add_argument("webhook", help="the sessionWebhook to put in each callback")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--duration", type=float, default=10)
+    parser.add_argument("--text", default="ping ID", help="what each callback says; ID becomes its id")
     args = parser.parse_args()
-    result = asyncio.run(generate(args.url, args.webhook, args.connections, args.duration))
+    load = Load(args.webhook, args.text)
+    result = asyncio.run(generate(args.url, load, args.connections, args.duration))
     print("load_result " + json.dumps(result), flush=True)
     return 0
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Throughput and cost figures, each next to a baseline measured in the same run (the host is noisy).
 
-  http      signed callbacks end to end (reply delivered to a local sink) vs a bare aiohttp handler
-            returning fixed JSON, same load generator (wrk if installed, else a Python client process)
+  http      signed `help` callbacks (--text) end to end vs a bare aiohttp handler returning fixed
+            JSON and one that also POSTs each message to the sink, same load generator (wrk if
+            installed, else a Python client process); prints issue 15's targets beside the figures
   matching  ns per matcher.find for 10..10,000 rules, as a ratio to 10 rules
   reload    reload time and the longest /-/healthy stall while 10,000 rules reload, vs a quiet window
   rss       idle RSS of `responder serve` vs the bare aiohttp server
@@ -61,11 +62,12 @@ class LoadResult:
         return self.requests / self.duration_s if self.duration_s else 0.0
 
 
-def wrk_script(webhook: str) -> str:
+def wrk_script(webhook: str, text: str) -> str:
     """A wrk Lua script: precomputed signed headers, a unique id per request (thread id + counter)
-    wherever the marker stands in the body (text, msgId, conversationId)."""
+    wherever the marker stands in the body (msgId, conversationId, and `ID` in the text)."""
     marker = "\x00ID\x00"
-    body = json.dumps(common.callback_body(f"ping {marker}", f"wrk-{marker}", webhook), ensure_ascii=False)
+    said = text.replace("ID", marker)
+    body = json.dumps(common.callback_body(said, f"wrk-{marker}", webhook), ensure_ascii=False)
     parts = body.split(json.dumps(marker)[1:-1])
     headers = common.signed_headers()
     lua_headers = ", ".join(f'["{k}"] = "{v}"' for k, v in headers.items())
@@ -112,7 +114,7 @@ async def run_wrk(args: argparse.Namespace, url: str, script: Path) -> LoadResul
 
 async def run_python_load(args: argparse.Namespace, url: str, webhook: str) -> LoadResult:
     argv = [sys.executable, str(LOAD_CLIENT), url + common.CALLBACK_PATH, webhook]
-    argv += ["--connections", str(args.connections), "--duration", str(args.duration)]
+    argv += ["--connections", str(args.connections), "--duration", str(args.duration), "--text", args.text]
     proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE)
     out, _ = await asyncio.wait_for(proc.communicate(), args.duration + 60)
     line = next((x for x in out.decode().splitlines() if x.startswith("load_result ")), None)
@@ -134,14 +136,17 @@ class HttpRun:
 
 
 Load = Callable[[str], Awaitable[LoadResult]]
-TARGETS = ("bare", "inline", "webhook")
+TARGETS = ("bare", "bare+post", "inline", "webhook")
+DELIVERING = frozenset({"bare+post", "webhook"})  # their figure is replies the sink received
+# Issue 15's targets: replies/s as a ratio to bare aiohttp's, and inline p99 against bare's.
+INLINE_TARGET, WEBHOOK_TARGET, P99_LIMIT = 0.60, 0.40, 2.0
 
 
 async def http_section(args: argparse.Namespace, folder: Path) -> None:
     use_wrk = args.loadgen == "wrk" or (args.loadgen == "auto" and shutil.which("wrk"))
     sink = await common.Sink(record=False).start()
     script = folder / "callback.lua"
-    script.write_text(wrk_script(sink.webhook))
+    script.write_text(wrk_script(sink.webhook, args.text))
 
     async def load(url: str) -> LoadResult:
         if use_wrk:
@@ -149,7 +154,10 @@ async def http_section(args: argparse.Namespace, folder: Path) -> None:
         return await run_python_load(args, url, sink.webhook)
 
     gen = f"wrk -t{args.threads} -c{args.connections}" if use_wrk else f"python aiohttp c={args.connections}"
-    print(f"\n== http: signed callbacks, {gen}, {args.duration}s per run, {args.rounds} round(s) ==")
+    print(
+        f"\n== http: signed {args.text!r} callbacks, {gen}, {args.duration}s per run, "
+        f"{args.rounds} round(s) =="
+    )
     servers = await _http_servers(folder, sink)
     try:
         rounds = [await _http_round(load, servers, sink) for _ in range(args.rounds)]
@@ -165,6 +173,7 @@ async def _http_servers(folder: Path, sink: common.Sink) -> dict[str, common.Pro
     """bare aiohttp; responder answering in the HTTP response; responder POSTing to the sink."""
     bare = [sys.executable, str(BARE_SERVER), "--max-s", "900"]
     servers = {"bare": await common.Process.start(bare, folder / "bare.log")}
+    servers["bare+post"] = await common.Process.start([*bare, "--post"], folder / "bare-post.log")
     for name, reply in (("inline", "response"), ("webhook", "session_webhook")):
         config = common.write_rules(folder / name / "rules.yaml", common.rules_yaml(sink.origin, reply=reply))
         servers[name] = await common.Process.responder(config, folder / f"{name}.log")
@@ -173,20 +182,21 @@ async def _http_servers(folder: Path, sink: common.Sink) -> dict[str, common.Pro
 
 async def _http_round(load: Load, servers: dict[str, common.Process], sink: common.Sink) -> list[HttpRun]:
     runs = []
-    for name in ("bare", "inline"):
+    for name in TARGETS:
+        before = sink.count
         result = await load(servers[name].url)
         answered = result.requests - result.non_2xx
-        runs.append(HttpRun(name, result, answered, answered))
-    before = sink.count
-    result = await load(servers["webhook"].url)
-    in_window = sink.count - before
+        if name not in DELIVERING:
+            runs.append(HttpRun(name, result, answered, answered))
+            continue
+        in_window = sink.count - before
 
-    async def drained() -> bool:
-        return sink.count - before >= result.requests - result.non_2xx
+        async def drained() -> bool:
+            return sink.count - before >= answered  # noqa: B023  (awaited before the loop moves on)
 
-    with contextlib.suppress(TimeoutError):
-        await common.wait_for(drained, timeout_s=30, interval_s=0.05)
-    runs.append(HttpRun("webhook", result, in_window, sink.count - before))
+        with contextlib.suppress(TimeoutError):
+            await common.wait_for(drained, timeout_s=30, interval_s=0.05)
+        runs.append(HttpRun(name, result, in_window, sink.count - before))
     return runs
 
 
@@ -203,19 +213,41 @@ def _print_http(rounds: list[list[HttpRun]], rss: dict[str, int | None]) -> None
                 f"{res.p99_ms:>9.2f}{res.errors + res.non_2xx:>8}  "
                 + common.ratio(run.replies_per_s, runs[0].replies_per_s)
             )
-        webhook = runs[-1]
-        # wrk does not count requests cut off at the end that the server still answered: never negative
-        missing = max(0, webhook.load.requests - webhook.load.non_2xx - webhook.replies_total)
-        print(
-            f"{'':<7}webhook replies: {webhook.replies_in_window} in window, "
-            f"{webhook.replies_total} after drain, missing {missing}"
-        )
+        for run in runs:
+            if run.target in DELIVERING:
+                # wrk does not count requests cut off at the end that the server still answered
+                missing = max(0, run.load.requests - run.load.non_2xx - run.replies_total)
+                print(
+                    f"{'':<7}{run.target} replies: {run.replies_in_window} in window, "
+                    f"{run.replies_total} after drain, missing {missing}"
+                )
+    medians = {}
     for index, target in enumerate(TARGETS[1:], 1):
         ratios = sorted(r[index].replies_per_s / r[0].replies_per_s for r in rounds if r[0].replies_per_s)
         listed = ", ".join(f"{x:.2f}" for x in ratios)
-        print(f"ratio {target}/bare replies per second: median {ratios[len(ratios) // 2]:.2f} ({listed})")
+        medians[target] = ratios[len(ratios) // 2] if ratios else 0.0
+        print(f"ratio {target}/bare replies per second: median {medians[target]:.2f} ({listed})")
+    p99 = sorted(r[2].load.p99_ms / r[0].load.p99_ms for r in rounds if r[0].load.p99_ms)
+    post = sorted(r[3].replies_per_s / r[1].replies_per_s for r in rounds if r[1].replies_per_s)
+    print(
+        f"ratio webhook/bare+post replies per second: median {_median(post):.2f} (the extra exchange's cost)"
+    )
+    print("targets (issue 15):")
+    _target("reply: response replies/s vs bare", medians["inline"], INLINE_TARGET, at_least=True)
+    _target("reply: response p99 vs bare p99", _median(p99), P99_LIMIT, at_least=False)
+    _target("session_webhook delivered/s vs bare", medians["webhook"], WEBHOOK_TARGET, at_least=True)
     print(f"reference: the original Go sample served ~{GO_SAMPLE_RPS} req/s on 2 cores with wrk -t2 -c50")
     print("rss_kib after load: " + ", ".join(f"{name}={kib}" for name, kib in rss.items()))
+
+
+def _median(values: list[float]) -> float:
+    return values[len(values) // 2] if values else 0.0
+
+
+def _target(label: str, figure: float, target: float, *, at_least: bool) -> None:
+    met = figure >= target if at_least else figure <= target
+    sign = ">=" if at_least else "<="
+    print(f"  {label:<40}{figure:>6.2f}x  target {sign} {target:.2f}x  {'met' if met else 'MISSED'}")
 
 
 # ---- matching cost ------------------------------------------------------------------------------
@@ -392,6 +424,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=10, help="seconds per http run (default 10)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of bare, inline, webhook (default 3)")
     parser.add_argument("--connections", type=int, default=50, help="concurrent connections (default 50)")
+    parser.add_argument(
+        "--text", default="help", help="what each callback says; ID becomes its id (default help)"
+    )
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--max-rules", type=int, default=10_000, help="largest rule count (default 10000)")

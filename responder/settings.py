@@ -8,6 +8,9 @@ From rules.yaml's `dingtalk:` section, `DingTalkSettings` keeps two parts apart:
 - `policy`: what each request or send reads from the live snapshot (secrets, reply mode, allowed
   sessionWebhook origins, timeouts), so a reload applies it at once.
 
+rules.yaml's `state:` section is `StateSettings`, restart-only like `connection`: the guards'
+backend (and its Redis connection) is built once, at start-up.
+
 Defaults for rules.yaml keys are the schema's own `default`s (see `schema.defaults`). Process
 settings come from the command line (`Listen`, `AppOptions`); their defaults are the constants
 here, which the CLI uses too. Several robots in one server would each be a `DingTalkSettings`
@@ -84,6 +87,30 @@ class Policy:
     timestamp_window_ms: int
     webhook_timeout_s: float
     late_reply: str = "drop"  # "openapi": late replies go through the OpenAPI
+
+
+@dataclass(frozen=True, slots=True)
+class StateSettings:
+    """Restart-only, from rules.yaml's `state:`: where the guards keep what replicas share."""
+
+    backend: str  # "memory" or "redis"
+    url: str = field(repr=False)  # may carry a password
+    key_prefix: str
+    timeout_s: float
+    connect_timeout_s: float
+
+    @property
+    def shared(self) -> bool:
+        """Whether several processes see the same claims, cooldowns and budget."""
+        return self.backend == "redis"
+
+    def changed_fields(self, other: StateSettings) -> tuple[str, ...]:
+        """`state.<name>` of each field whose value differs from `other`'s (values never reported)."""
+        return tuple(
+            f"state.{f.name}"
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) != getattr(other, f.name)
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,8 +66,9 @@ class ReloadStatus:
 class RuleStore:
     """The live snapshot, its reload status, and who to tell when it changes.
 
-    `running` is the restart-only part of the settings the process started with; it never
-    changes. A reload that changes it applies everything else and reports `restart_required`.
+    `running` and `running_state` are the restart-only settings the process started with; they
+    never change. A reload that changes them applies everything else and reports
+    `restart_required`.
     """
 
     def __init__(
@@ -83,6 +84,7 @@ class RuleStore:
         self.current = ruleset
         self.settle_s = settle_s
         self.running = ruleset.dingtalk.connection
+        self.running_state = ruleset.state
         self._subscribers: list[Subscriber] = []
         self._environ = environ
         self._loader = loader
@@ -161,6 +163,7 @@ class RuleStore:
         generation = old.generation + 1
         log.info("rules_reloaded generation=%d rules=%d sha256=%.12s", generation, len(new.rules), new.sha256)
         restart_required = new.dingtalk.connection.changed_fields(self.running)
+        restart_required += new.state.changed_fields(self.running_state)
         if restart_required:
             log.warning("restart_required fields=%s", ",".join(restart_required))
         self._notify(new)

@@ -13,11 +13,9 @@ import aiohttp
 from aiohttp import web
 
 from responder import keys
-from responder.delivery.budget import OutboundBudget
-from responder.delivery.gate import Gate
 from responder.delivery.late import OpenApiSink
 from responder.delivery.openapi import OpenApiClient
-from responder.delivery.pipeline import Guards, Pipeline
+from responder.delivery.pipeline import Pipeline
 from responder.delivery.webhook import REPLY_CONNECTIONS, WebhookSink
 from responder.engine.answer import LiveSources
 from responder.logs import Throttle
@@ -26,6 +24,7 @@ from responder.rules.store import RuleStore
 from responder.schedule import service as schedules
 from responder.settings import AppOptions, Connection
 from responder.sources import SourceHub
+from responder.state import open_state
 from responder.transport import admin, pushes
 from responder.transport import callback as handlers
 from responder.transport.stream import StreamClient
@@ -46,6 +45,7 @@ def create_app(
     app[keys.STATUS_SECTIONS] = {}
     pushes.install(app)
     app[keys.LOG_THROTTLE] = Throttle()
+    app.cleanup_ctx.append(_state)  # closes last: draining replies still settle their claims
     app.cleanup_ctx.append(_outbound)
     schedules.install(app)  # stops before the pipeline drains
     app.cleanup_ctx.append(_stream)
@@ -56,12 +56,13 @@ def create_app(
     return app
 
 
-def guards_for(options: AppOptions) -> Guards:
-    """Fresh in-memory guards with the limits `options` asks for."""
-    return Guards(
-        budget=OutboundBudget(options.sends_per_window, options.send_window_s),
-        gate=Gate(options.max_pending),
-    )
+async def _state(app: web.Application) -> AsyncIterator[None]:
+    """The guards' backend (`state:`, restart-only), and what /-/status shows of it."""
+    backend = await open_state(app[keys.STORE].running_state, app[keys.METRICS])
+    app[keys.STATE] = backend
+    app[keys.STATUS_SECTIONS]["state"] = backend.status
+    yield
+    await backend.close()
 
 
 async def _outbound(app: web.Application) -> AsyncIterator[None]:
@@ -79,7 +80,7 @@ async def _outbound(app: web.Application) -> AsyncIterator[None]:
     store, options, metrics = app[keys.STORE], app[keys.OPTIONS], app[keys.METRICS]
     hub = SourceHub(session, metrics=metrics)
     store.subscribe(lambda new: hub.prune(spec.key for spec in new.sources.values()))
-    pipeline = Pipeline(lambda: store.current, LiveSources(hub), guards_for(options), metrics)
+    pipeline = Pipeline(lambda: store.current, LiveSources(hub), app[keys.STATE].guards(options), metrics)
     app[keys.HTTP] = session
     app[keys.SOURCES] = hub
     app[keys.PIPELINE] = pipeline

@@ -18,7 +18,6 @@ from typing import Any
 from aiohttp import web
 
 from responder import keys
-from responder.app import guards_for
 from responder.delivery.pipeline import Handled, Pipeline
 from responder.delivery.sinks import ResponseSink
 from responder.dingtalk import Message, dumps, offline_message
@@ -26,6 +25,7 @@ from responder.engine.answer import LiveSources
 from responder.engine.matching import Verdict
 from responder.metrics import Metrics
 from responder.rules.store import ReloadStatus
+from responder.state.memory import memory_guards
 
 PIPELINE = web.AppKey("playground_pipeline", Pipeline)
 
@@ -106,7 +106,7 @@ async def own_pipeline(app: web.Application) -> AsyncIterator[None]:
     """The playground's pipeline: live sources, but guards and metrics of its own."""
     store = app[keys.STORE]
     sources = LiveSources(app[keys.SOURCES])
-    app[PIPELINE] = Pipeline(lambda: store.current, sources, guards_for(app[keys.OPTIONS]), Metrics())
+    app[PIPELINE] = Pipeline(lambda: store.current, sources, memory_guards(app[keys.OPTIONS]), Metrics())
     yield
     await app[PIPELINE].drain(0)
 

@@ -131,6 +131,10 @@ class Listen:
     reload_endpoint: bool = False
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     keepalive_timeout_s: float = DEFAULT_KEEPALIVE_TIMEOUT_S
+    watch: bool = False  # reload when rules.yaml or a template changes on disk
+    # Set in a `--workers` worker: its admin endpoints answer the supervisor on this Unix socket,
+    # it shares the callback port (SO_REUSEPORT), and reloads come only from the supervisor.
+    control_socket: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,7 @@ import aiohttp
 from aiohttp import web
 
 from responder import keys
-from responder.delivery.late import OpenApiSink
-from responder.delivery.openapi import OpenApiClient
+from responder.delivery.late import openapi_sink
 from responder.delivery.pipeline import Pipeline
 from responder.delivery.webhook import REPLY_CONNECTIONS, WebhookSink
 from responder.engine.answer import LiveSources
@@ -22,7 +21,7 @@ from responder.logs import Throttle
 from responder.metrics import Metrics
 from responder.rules.store import RuleStore
 from responder.schedule import service as schedules
-from responder.settings import AppOptions, Connection
+from responder.settings import AppOptions
 from responder.sources import SourceHub
 from responder.state import open_state
 from responder.transport import admin, pushes
@@ -84,7 +83,7 @@ async def _outbound(app: web.Application) -> AsyncIterator[None]:
     app[keys.HTTP] = session
     app[keys.SOURCES] = hub
     app[keys.PIPELINE] = pipeline
-    late = _openapi_sink(store.running, replies, metrics)
+    late = openapi_sink(store.running, replies, metrics)
     if late is not None:
         app[keys.OPENAPI] = late
     app[keys.WEBHOOK] = WebhookSink(replies, clock=options.clock, late=late)
@@ -94,24 +93,6 @@ async def _outbound(app: web.Application) -> AsyncIterator[None]:
     await hub.close()
     await session.close()
     await replies.close()
-
-
-def _openapi_sink(
-    connection: Connection, session: aiohttp.ClientSession, metrics: Metrics
-) -> OpenApiSink | None:
-    """The OpenAPI sink, when the app's credentials are set (restart-only, like the client)."""
-    if not connection.speaks_openapi:
-        return None
-    client = OpenApiClient(
-        session,
-        api_base=connection.api_base,
-        client_id=connection.client_id,
-        client_secret=connection.client_secret,
-        robot_code=connection.robot_code or None,
-        metrics=metrics,
-        monthly_call_cap=connection.openapi_monthly_calls,
-    )
-    return OpenApiSink(client)
 
 
 async def _stream(app: web.Application) -> AsyncIterator[None]:

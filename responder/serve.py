@@ -1,8 +1,10 @@
-"""Run the callback and admin apps: bind, connection limits, signals, pid file, graceful shutdown.
+"""Run the callback and admin apps: bind, connection limits, signals, pid file, readiness,
+graceful shutdown.
 
 Only `responder serve` uses this; create_app stays free of process side effects so tests can
-build many apps. Order on SIGTERM/SIGINT: stop accepting, let in-flight requests finish, drain
-pending replies within the grace period (logging each one dropped), exit 0.
+build many apps. Once both ports listen: the pid file, `on_listening(url)`, then systemd's
+READY=1. Order on SIGTERM/SIGINT: STOPPING=1, stop accepting, let in-flight requests finish,
+drain pending replies within the grace period (logging each one dropped), exit 0.
 
 A `--workers` worker (Listen.control_socket set) runs the same way with three differences: it
 shares the callback port with its siblings (SO_REUSEPORT), its admin endpoints answer the
@@ -18,13 +20,13 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from responder import keys
+from responder import keys, systemd
 from responder.rules.store import Reloader
 from responder.rules.watch import watch_rules
 from responder.settings import Listen
@@ -94,17 +96,30 @@ async def _set_when_done(awaitable: Awaitable[None], event: asyncio.Event) -> No
     event.set()
 
 
-async def run(app: web.Application, listen: Listen, early: EarlySignals) -> int:
+def nothing(url: str) -> None:
+    """The default `on_listening`."""
+
+
+async def run(
+    app: web.Application,
+    listen: Listen,
+    early: EarlySignals,
+    *,
+    on_listening: Callable[[str], None] = nothing,
+) -> int:
+    """Serve until SIGTERM/SIGINT; `on_listening` gets the callback port's URL once both ports are
+    bound (the port is known only then when it was 0)."""
     DescriptorAlarm().install(asyncio.get_running_loop())
     store = app[keys.STORE]
     reloader = Reloader(store)
     async with process_edge(reloader, listen, early, store.path) as stop:
-        runners = await _start(app, listen, reloader)
+        runners, url = await _start(app, listen, reloader)
         try:
             with pid_file(listen.pid_file):
-                if listen.control_socket is not None:
-                    control.announce_ready()
+                on_listening(url)
+                announce_ready(listen)
                 await stop.wait()
+                systemd.notify(listen.notify_socket, "STOPPING=1")
                 app[keys.READINESS]["shutting_down"] = lambda: False
                 log.info("shutdown_started pending_replies=%d", app[keys.PIPELINE].pending)
         finally:
@@ -112,6 +127,15 @@ async def run(app: web.Application, listen: Listen, early: EarlySignals) -> int:
                 await runner.cleanup()
     log.info("shutdown_finished")
     return 0
+
+
+def announce_ready(listen: Listen) -> None:
+    """Only now is the service up: systemd (Type=notify) reports "started" and starts what waits
+    for it (a reload or stop before this point is queued by systemd); a worker tells its
+    supervisor instead."""
+    if listen.control_socket is not None:
+        control.announce_ready()
+    systemd.notify(listen.notify_socket, "READY=1")
 
 
 def callback_runner(app: web.Application, listen: Listen) -> web.AppRunner:
@@ -128,7 +152,8 @@ def callback_runner(app: web.Application, listen: Listen) -> web.AppRunner:
     )
 
 
-async def _start(app: web.Application, listen: Listen, reloader: Reloader) -> list[web.AppRunner]:
+async def _start(app: web.Application, listen: Listen, reloader: Reloader) -> tuple[list[web.AppRunner], str]:
+    """Bind and start both sites; the runners (admin first, for cleanup) and the callback URL."""
     runner = callback_runner(app, listen)
     await runner.setup()
     cap = ConnectionCap(connection_limit(listen.max_connections))
@@ -138,7 +163,7 @@ async def _start(app: web.Application, listen: Listen, reloader: Reloader) -> li
     if listen.control_socket is not None:
         control_runner = await control.start(app, listen.control_socket)
         log.info("worker_serving url=%s control=%s pid=%d", site.name, listen.control_socket, os.getpid())
-        return [control_runner, runner]
+        return [control_runner, runner], site.name
     runners = [runner]
     admin_url = "off"
     if listen.admin_port is not None:
@@ -153,7 +178,7 @@ async def _start(app: web.Application, listen: Listen, reloader: Reloader) -> li
         listen.keepalive_timeout_s,
         os.getpid(),
     )
-    return runners
+    return runners, site.name
 
 
 async def _start_admin(app: web.Application, listen: Listen, reloader: Reloader) -> tuple[web.AppRunner, str]:

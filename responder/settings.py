@@ -131,6 +131,7 @@ class Listen:
     reload_endpoint: bool = False
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     keepalive_timeout_s: float = DEFAULT_KEEPALIVE_TIMEOUT_S
+    notify_socket: str = ""  # systemd's $NOTIFY_SOCKET: told READY=1 once both ports listen
     watch: bool = False  # reload when rules.yaml or a template changes on disk
     # Set in a `--workers` worker: its admin endpoints answer the supervisor on this Unix socket,
     # it shares the callback port (SO_REUSEPORT), and reloads come only from the supervisor.

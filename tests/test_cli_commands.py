@@ -82,11 +82,23 @@ def test_sign_refuses_a_timestamp_that_is_not_13_digits(
     assert "13 digits" in err
 
 
-def test_sign_requires_a_secret(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exited:
-        main(["sign"], environ={})
-    assert exited.value.code == 2
-    assert "--secret" in capsys.readouterr().err
+def test_sign_without_a_secret_anywhere_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "sign")
+    assert (code, out) == (2, "")
+    assert err == "responder sign: no secret: pass --secret or set DINGTALK_APP_SECRET\n"
+
+
+def test_sign_reads_the_secret_from_the_environment(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["sign", "--timestamp", "1577262236757"], environ={"DINGTALK_APP_SECRET": "this is a secret"})
+    assert code == 0
+    assert capsys.readouterr().out.endswith("sign: DJrE6qdyVGCQz9z5r2MDuNcNAhwYnuAkyj13cx169CA=\n")
+
+
+def test_sign_secret_option_wins_over_the_environment(capsys: pytest.CaptureFixture[str]) -> None:
+    environ = {"DINGTALK_APP_SECRET": "another secret"}
+    code = main(["sign", "--secret", "this is a secret", "--timestamp", "1577262236757"], environ=environ)
+    assert code == 0
+    assert capsys.readouterr().out.endswith("sign: DJrE6qdyVGCQz9z5r2MDuNcNAhwYnuAkyj13cx169CA=\n")
 
 
 def test_try_prints_reply_json_and_rule_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
@@ -102,6 +114,19 @@ def test_try_offline_answers_source_with_the_fixture(capsys: pytest.CaptureFixtu
     body, err = try_json(capsys, BUNDLED, "--offline", "ip")
     assert err == "rule: ip (keyword 'ip')\n"
     assert body["markdown"] == {"title": "Public IP", "text": "#### Public IP\n**203.0.113.7**\n\n@tester"}
+
+
+def test_try_takes_the_rest_of_the_command_line_as_the_text(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "rules:\n  - {name: weather, command: [weather], msgtype: text, body: '{{ args | join(\"+\") }}'}\n",
+        encoding="utf-8",
+    )
+    body, err = try_json(capsys, path, "--private", "weather", "杭州", "西湖")
+    assert err == "rule: weather (command 'weather')\n"
+    assert body == {"msgtype": "text", "text": {"content": "杭州+西湖"}}
 
 
 def test_try_defaults_to_a_group_chat_with_a_tester(capsys: pytest.CaptureFixture[str], rules: Path) -> None:

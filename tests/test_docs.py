@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -94,3 +95,63 @@ def test_no_module_repeats_a_rules_yaml_default() -> None:
         text = path.read_text(encoding="utf-8")
         for literal in literals:
             assert literal not in text, f"{path.relative_to(REPO)} repeats the default {literal}"
+
+
+DEPLOYMENT = (REPO / "docs" / "deployment.md").read_text(encoding="utf-8")
+_QUOTED = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'")
+_HUMAN_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO |WARNING|ERROR) (.*)")
+
+
+def _keys(message: str) -> list[str]:
+    """The `key=` names of a log message, ignoring anything inside a quoted value."""
+    return re.findall(r" ([a-z_0-9]+)=", _QUOTED.sub("", message))
+
+
+def _logged_keys(logger: str, event: str) -> list[str]:
+    """The keys the code's format string for `event` writes, found in the logger's module."""
+    module = REPO / (logger.replace(".", "/") + ".py")
+    found = re.search(rf'"{event}((?: [a-z_0-9]+=%[-.\w]*)*)"', module.read_text(encoding="utf-8"))
+    assert found, f"{module.relative_to(REPO)} logs no {event!r}"
+    return _keys(found.group(1))
+
+
+def _log_examples(fence: str) -> list[str]:
+    logs = DEPLOYMENT.split("\n## Logs\n", 1)[1]
+    return [
+        line for block in re.findall(rf"```{fence}\n(.*?)\n```", logs, re.S) for line in block.splitlines()
+    ]
+
+
+@pytest.mark.parametrize("line", _log_examples("json"))
+def test_deployment_json_log_examples_have_the_real_shape_and_keys(line: str) -> None:
+    record = json.loads(line)
+    assert list(record) == ["ts", "level", "logger", "event", "msg"]
+    assert record["msg"].split(" ", 1)[0] == record["event"]
+    assert _keys(record["msg"]) == _logged_keys(record["logger"], record["event"])
+
+
+@pytest.mark.parametrize("line", _log_examples("text"))
+def test_deployment_human_log_examples_have_the_real_shape_and_keys(line: str) -> None:
+    parsed = _HUMAN_LINE.fullmatch(line)
+    assert parsed, line
+    event = parsed.group(2).split(" ", 1)[0]
+    assert _keys(parsed.group(2)) == _logged_keys("responder.rules.store", event)
+
+
+DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=[str(d.relative_to(REPO)) for d in DOCUMENTS])
+def test_every_relative_link_points_at_a_file_in_the_repository(document: Path) -> None:
+    # Code is not a link: `[graph](…)` in backticks or a fenced block shows what a template prints.
+    text = re.sub(r"```.*?```|`[^`\n]*`", "", document.read_text(encoding="utf-8"), flags=re.S)
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:|#", target):
+            continue
+        path = (document.parent / target.split("#", 1)[0]).resolve()
+        assert path.exists(), f"{document.name} links {target}, which is not in the repository"
+
+
+def test_the_readme_links_the_reliability_and_protocol_pages() -> None:
+    assert "](docs/reliability.md)" in README
+    assert "](docs/protocol.md)" in README

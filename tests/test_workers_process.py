@@ -50,7 +50,7 @@ async def test_memory_backend_with_two_workers_is_refused(write_rules: RulesWrit
     server = await ServerProcess.start(
         path, "--workers", "2", environ={"DINGTALK_APP_SECRET": SECRET}, wait=False
     )
-    assert await server.exited() == 1
+    assert await server.exited() == 78  # EX_CONFIG: a restart will not fix it
     assert "--workers 2 needs state.backend: redis" in server.output
     assert "worker_started" not in server.output
 
@@ -79,7 +79,7 @@ async def test_log_file_with_workers_is_refused(
     path = write_rules(rules_text(sink.origin))
     argv = ("--workers", "2", "--log-file", str(tmp_path / "r.log"))
     server = await ServerProcess.start(path, *argv, environ=environ, wait=False)
-    assert await server.exited() == 1
+    assert await server.exited() == 78
     assert "--log-file cannot be used with --workers" in server.output
 
 

@@ -15,12 +15,16 @@ from dataclasses import replace
 from functools import partial
 from typing import Any, Protocol
 
+import aiohttp
+
 from responder.delivery.budget import DEFAULT_MAX_WAIT_S
 from responder.delivery.openapi import OpenApiClient
 from responder.delivery.sinks import Delivery, Route, Undeliverable
 from responder.dingtalk import Message, Reply
 from responder.dingtalk.openapi import Unsendable, encode_message
+from responder.metrics import Metrics
 from responder.rules.model import RuleSet, Target
+from responder.settings import Connection
 
 VIA = "openapi"
 Sender = Callable[[Reply], Awaitable[Delivery]]
@@ -53,6 +57,24 @@ class RecordingSink:
             return Delivery(False, f"openapi_unsendable: {exc}", definite=True)
         self.sent.append((target, {"msgKey": message.msg_key, "msgParam": json.loads(message.msg_param)}))
         return Delivery(True)
+
+
+def openapi_sink(
+    connection: Connection, session: aiohttp.ClientSession, metrics: Metrics
+) -> OpenApiSink | None:
+    """The OpenAPI sink, when the credentials are set (restart-only, like the client)."""
+    if not connection.speaks_openapi:
+        return None
+    client = OpenApiClient(
+        session,
+        api_base=connection.api_base,
+        client_id=connection.client_id,
+        client_secret=connection.client_secret,
+        robot_code=connection.robot_code or None,
+        metrics=metrics,
+        monthly_call_cap=connection.openapi_monthly_calls,
+    )
+    return OpenApiSink(client)
 
 
 class OpenApiSink:

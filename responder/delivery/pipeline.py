@@ -41,6 +41,7 @@ from responder.engine.rendering import sender_mention
 from responder.logs import quoted
 from responder.metrics import Metrics
 from responder.rules.model import Rule, RuleSet, Target
+from responder.settings import AppOptions
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,14 @@ class Guards:
     cooldowns: CooldownCounters = field(default_factory=Cooldowns)
     budget: SendBudget = field(default_factory=OutboundBudget)
     gate: Gate = field(default_factory=Gate)
+
+
+def guards_for(options: AppOptions) -> Guards:
+    """Fresh in-memory guards with the limits `options` asks for."""
+    return Guards(
+        budget=OutboundBudget(options.sends_per_window, options.send_window_s),
+        gate=Gate(options.max_pending),
+    )
 
 
 class Pipeline:

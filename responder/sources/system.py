@@ -60,7 +60,20 @@ def read_load() -> dict[str, float] | None:
         one, five, fifteen = os.getloadavg()
     except OSError:
         return None
-    return {"1m": one, "5m": five, "15m": fifteen}
+    return load_figures(one, five, fifteen)
+
+
+LOAD_DECIMALS = 2
+
+
+def load_figures(one: float, five: float, fifteen: float) -> dict[str, float]:
+    """Load averages rounded to 2 decimals: the kernel's fixed-point values come back as binary
+    fractions (0.2099609375) that a `{{ source.data.load["1m"] }}` would print in full."""
+    return {
+        "1m": round(one, LOAD_DECIMALS),
+        "5m": round(five, LOAD_DECIMALS),
+        "15m": round(fifteen, LOAD_DECIMALS),
+    }
 
 
 def read_memory() -> dict[str, Any] | None:

@@ -163,6 +163,8 @@ class CappedSite(web.BaseSite):
     @property
     def name(self) -> str:
         host, port = self._sock.getsockname()[:2]
+        if ":" in host:  # an IPv6 address needs brackets to be a URL someone can open
+            host = f"[{host}]"
         return f"http://{host}:{port}"
 
     async def start(self) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from responder import systemd
 from responder.rules.store import Reloader, ReloadStatus, RuleStore
 from responder.serve import EarlySignals, pid_file, process_edge, url_of
 from responder.settings import Listen
@@ -199,7 +200,9 @@ async def _serve(fleet: Fleet, listen: Listen, port: int, reloader: Reloader, st
             os.getpid(),
         )
         with pid_file(listen.pid_file):
+            systemd.notify(listen.notify_socket, "READY=1")  # every worker serves
             await stop.wait()
+            systemd.notify(listen.notify_socket, "STOPPING=1")
             fleet.shutting_down = True
             log.info("shutdown_started workers=%d", len(fleet.workers))
     finally:

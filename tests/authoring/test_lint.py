@@ -191,6 +191,23 @@ def test_an_attribute_no_message_has_is_an_error(tmp_path: Path) -> None:
     ]
 
 
+def test_push_and_schedule_templates_are_checked_against_what_they_see(tmp_path: Path) -> None:
+    rules = (
+        "dingtalk: {client_id: app-key, client_secret: app-secret}\n"
+        "rules:\n" + rule("a", "keywords: [a]") + "pushes:\n"
+        "  - {name: p, token: '', to: [{conversation: c}], msgtype: text,"
+        " body: '{{ payload.any.thing }} {{ push.nam }} {{ sender.nick }}'}\n"
+        "schedules:\n"
+        "  - {name: s, every: 1h, to: [{conversation: c}], msgtype: text, body: '{{ schedule.when }}'}\n"
+    )
+    assert warnings_for(tmp_path, rules) == [
+        "R:8:72: push 'p': push.nam does not exist; push has: name",
+        "R:8:72: push 'p': template variable 'sender' is not defined; "
+        "templates see: bot, now, payload, push, source",
+        "R:10:72: schedule 's': schedule.when does not exist; schedule has: name, slot",
+    ]
+
+
 def test_check_fails_on_an_undefined_variable_even_without_examples(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

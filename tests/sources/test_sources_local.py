@@ -19,6 +19,7 @@ from responder.sources import (
     SourceHub,
     compile_source,
 )
+from responder.sources.system import load_figures
 
 # 2024-07-01 12:00:00 UTC
 NOON_UTC = 1719835200.0
@@ -74,10 +75,24 @@ async def test_system_reports_every_documented_key(hub: SourceHub) -> None:
     assert set(data) == {"hostname", "uptime_s", "uptime", "load", "cpu_count", "memory", "disks"}
     assert data["hostname"]
     assert set(data["load"]) == {"1m", "5m", "15m"}
+    assert all(round(value, 2) == value for value in data["load"].values())
     assert data["memory"]["total_bytes"] >= data["memory"]["used_bytes"] > 0
     root, missing = data["disks"]
     assert root["path"] == "/" and root["total_bytes"] > 0
     assert missing == {"path": "/no/such/dir", "error": "unavailable"}
+
+
+@pytest.mark.parametrize(
+    ("averages", "shown"),
+    [
+        ((0.2099609375, 1.005, 12.3456), {"1m": 0.21, "5m": 1.0, "15m": 12.35}),
+        ((0.0, 0.004, 0.005001), {"1m": 0.0, "5m": 0.0, "15m": 0.01}),
+    ],
+)
+def test_system_load_is_rounded_to_two_decimals(
+    averages: tuple[float, float, float], shown: dict[str, float]
+) -> None:
+    assert load_figures(*averages) == shown
 
 
 def test_system_paths_must_be_absolute() -> None:

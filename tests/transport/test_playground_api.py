@@ -17,7 +17,7 @@ from responder.rules.store import RuleStore
 from responder.settings import AppOptions
 from responder.transport.playground import CONTENT_SECURITY_POLICY, PlaygroundRefused, add_playground
 from responder.transport.playground.api import MAX_BODY_BYTES, MAX_NAME_CHARS, MAX_TEXT_CHARS
-from tests.conftest import callback_body
+from tests.conftest import Sink, callback_body
 
 BUNDLED_RULES = Path(__file__).resolve().parents[2] / "rules.yaml"
 TRY = "/-/playground/api/try"
@@ -119,12 +119,12 @@ async def test_requests_addressed_to_a_non_loopback_host_are_refused(client: Tes
 
 
 async def test_try_ip_reports_rule_reply_explain_and_rules_status(client: TestClient) -> None:
-    result = await try_text(client, text="ip")
+    result = await try_text(client, text="ip", offline=True)  # offline: no IP service is asked
     assert (result["rule"], result["reason"]) == ("ip", "keyword 'ip'")
     reply = result["reply"]
     assert reply["msgtype"] == "markdown"
     assert reply["markdown"]["title"] == "Public IP"
-    assert reply["markdown"]["text"].startswith("#### Public IP\n")
+    assert reply["markdown"]["text"] == "#### Public IP\n**203.0.113.7**\n\n@tester"
     assert result["explain"][0] == {"rule": "ip", "matched": True, "reason": "keyword 'ip'"}
     assert [v["matched"] for v in result["explain"][1:]] == [False] * (len(result["explain"]) - 1)
     assert result["generation"] == 1
@@ -211,6 +211,8 @@ async def test_status_endpoint_reports_generation(client: TestClient) -> None:
         (b'{"text": "ip", "chat": "channel"}', "bad_field", "'chat' must be"),
         (b'{"text": "ip", "admin": "yes"}', "bad_field", "'admin' must be a boolean"),
         (b'{"text": "ip", "admin": 1}', "bad_field", "'admin' must be a boolean"),
+        (b'{"text": "ip", "offline": "true"}', "bad_field", "'offline' must be a boolean"),
+        (b'{"text": "ip", "offline": 1}', "bad_field", "'offline' must be a boolean"),
         (b'{"text": "ip", "msgtype": "picture"}', "bad_field", "unknown field 'msgtype'"),
     ],
 )
@@ -276,3 +278,67 @@ async def test_playground_shows_a_cooldown_like_a_group_but_keeps_its_own_counte
     for _ in range(2):
         response = await client.post("/dingtalk/callback", json=callback_body("ip"))
         assert (await response.json())["text"]["content"] == "@user123 203.0.113.7"
+
+
+def source_rules(origin: str) -> str:
+    """A rule whose source is a local HTTP service, with a fixture that says it is one."""
+    return f"""
+dingtalk:
+  reply: response
+sources:
+  weather:
+    kind: http
+    url: {origin}/weather/{{{{ args[0] }}}}
+rules:
+  - name: weather
+    command: [weather]
+    source: weather
+    fixture: {{errmsg: from the fixture}}
+    msgtype: text
+    at_sender: false
+    body: "{{{{ args[0] }}}}: {{{{ source.data.errmsg if source.ok else 'unavailable ' ~ source.error }}}}"
+  - name: bare
+    keywords: [bare]
+    source: weather
+    msgtype: text
+    at_sender: false
+    body: "{{{{ source.data if source.ok else source.error }}}}"
+"""
+
+
+async def test_offline_answers_sources_from_fixtures_and_calls_nothing(
+    tmp_path: Path, aiohttp_client: Any, trap: Sink
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(source_rules(trap.origin), encoding="utf-8")
+    client = await aiohttp_client(playground_app(rules))
+
+    offline = await try_text(client, text="weather 杭州", offline=True)
+    assert offline["reply"] == {"msgtype": "text", "text": {"content": "杭州: from the fixture"}}
+    assert trap.count == 0
+
+    live = await try_text(client, text="weather 杭州")  # the switch off: the source is really called
+    assert live["reply"] == {"msgtype": "text", "text": {"content": "杭州: ok"}}
+    assert trap.count == 1
+    assert trap.received.get_nowait()["path"] == "/weather/杭州"  # aiohttp decodes the path
+
+
+async def test_offline_without_a_fixture_is_a_source_failure_not_a_call(
+    tmp_path: Path, aiohttp_client: Any, trap: Sink
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(source_rules(trap.origin), encoding="utf-8")
+    client = await aiohttp_client(playground_app(rules))
+    result = await try_text(client, text="bare", offline=True)
+    assert result["reply"]["text"]["content"] == "no_fixture"
+    assert trap.count == 0
+
+
+async def test_offline_and_live_tries_share_the_playgrounds_cooldowns(
+    tmp_path: Path, aiohttp_client: Any
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(COOLDOWN_RULES, encoding="utf-8")
+    client = await aiohttp_client(playground_app(rules))
+    tries = [await try_text(client, text="ip", offline=offline) for offline in (True, False, True)]
+    assert [t["outcome"] for t in tries] == ["sent", "sent", "skipped"]

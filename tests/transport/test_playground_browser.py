@@ -144,9 +144,12 @@ class Playground:
         self.observed = observed
         self.sent = 0
 
-    async def send(self, text: str, *, nick: str = "Tester", staff_id: str = "tester") -> Any:
+    async def send(
+        self, text: str, *, nick: str = "Tester", staff_id: str = "tester", offline: bool = False
+    ) -> Any:
         await self.page.fill("#nick", nick)
         await self.page.fill("#staff-id", staff_id)
+        await self.page.set_checked("#offline", offline)
         await self.page.fill("#text", text)
         await self.page.press("#text", "Enter")
         self.sent += 1
@@ -234,10 +237,13 @@ async def texts(locator: Any) -> list[str]:
 
 
 async def test_ip_renders_markdown_heading_and_highlighted_mention(bundled: Playground) -> None:
-    answer = await bundled.send("ip")
+    answer = await bundled.send("ip", offline=True)  # the fixture's address; no IP service is asked
     await bundled.screenshot("ip")
     assert await answer.get_attribute("data-msgtype") == "markdown"
     assert await texts(answer.locator(".bubble .md h4")) == ["Public IP"]
+    assert await texts(answer.locator(".bubble .md strong")) == ["203.0.113.7"]
+    own = bundled.page.locator('#transcript li.me[data-seq="1"]')
+    assert await texts(own.locator(".badge")) == ["offline"]
     assert await texts(answer.locator(".bubble .mention")) == ["@Tester"]
     assert await texts(answer.locator(".preview")) == ["preview: Public IP"]
     page = bundled.page

@@ -16,8 +16,9 @@ from jinja2 import meta, nodes
 from responder.authoring import examples
 from responder.authoring.lint.context import LintContext
 from responder.authoring.lint.references import _get
+from responder.delivery.jobs import push_extra, schedule_extra
 from responder.engine.matching import Match, Scope, Trigger
-from responder.engine.rendering import build_context, make_environment
+from responder.engine.rendering import announcement_context, build_context, make_environment
 from responder.rules import yamldoc
 from responder.rules.load import templates_dir
 from responder.rules.problems import Problem
@@ -25,19 +26,40 @@ from responder.rules.templates import TemplateFiles
 from responder.sources.base import SourceResult
 
 
+@dataclass(frozen=True, slots=True)
+class _Vocabulary:
+    """What the templates of one section (rules, pushes, schedules) are given to read."""
+
+    section: str
+    label: str  # "rule", "push", "schedule": how a problem names its owner
+    shapes: Mapping[str, frozenset[str]]  # variable -> its attributes, when they are fixed
+    names: frozenset[str]
+
+
 def template_problems(ctx: LintContext) -> Iterator[Problem]:
     scanner = _TemplateScanner(ctx.ruleset.path, ctx.doc)
-    for index, spec in enumerate(ctx.specs):
-        if index not in ctx.by_index:
-            continue
+    rules = [(i, spec) for i, spec in enumerate(ctx.specs) if i in ctx.by_index]
+    yield from _section_problems(ctx, scanner, _rule_vocabulary(), rules)
+    for section, label in (("pushes", "push"), ("schedules", "schedule")):
+        specs = list(enumerate(ctx.doc.data.get(section, ())))
+        yield from _section_problems(ctx, scanner, _announcement_vocabulary(section, label), specs)
+
+
+def _section_problems(
+    ctx: LintContext,
+    scanner: _TemplateScanner,
+    vocabulary: _Vocabulary,
+    specs: list[tuple[int, Mapping[str, Any]]],
+) -> Iterator[Problem]:
+    for index, spec in specs:
         used: set[str] = set()
-        for template in scanner.templates(index, spec):
+        for template in scanner.templates(vocabulary.section, index, spec):
             used |= template.names
-            yield from scanner.undefined(template, spec["name"])
+            yield from scanner.undefined(template, vocabulary, spec["name"])
         if "source" in spec and "source" not in used:
             yield ctx.warn(
-                ("rules", index, "source"),
-                f"rule {spec['name']!r} fetches source {spec['source']!r}, "
+                (vocabulary.section, index, "source"),
+                f"{vocabulary.label} {spec['name']!r} fetches source {spec['source']!r}, "
                 "but none of its templates use `source`",
             )
 
@@ -60,17 +82,17 @@ class _TemplateScanner:
         self.env = make_environment(TemplateFiles(templates_dir(rules_path)))
         self.doc = doc
         self.file = str(rules_path)
-        self.known = frozenset(_context_names()) | frozenset(self.env.globals)
+        self.globals = frozenset(self.env.globals)
         self.reported: set[tuple[str, int, str]] = set()
 
-    def templates(self, index: int, spec: Mapping[str, Any]) -> Iterator[_Template]:
+    def templates(self, section: str, index: int, spec: Mapping[str, Any]) -> Iterator[_Template]:
         for key in ("template", "on_error"):
             if key in spec:
                 yield from self.from_file(spec[key], set())
         for path in _inline_fields(spec):
             value = _get(spec, path)
             if isinstance(value, str):
-                yield self.inline(("rules", index, *path), value)
+                yield self.inline((section, index, *path), value)
 
     def from_file(self, name: str, seen: set[str]) -> Iterator[_Template]:
         """The file and every template it includes or extends, each once."""
@@ -100,11 +122,12 @@ class _TemplateScanner:
         assigned = frozenset(n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param"))
         return _Template(text, names, ast, file, first_line, column, assigned)
 
-    def undefined(self, template: _Template, rule: str) -> Iterator[Problem]:
-        """Names and attributes no message can ever give a template: errors, because the reply
+    def undefined(self, template: _Template, vocabulary: _Vocabulary, owner: str) -> Iterator[Problem]:
+        """Names and attributes nothing can ever give a template: errors, because the reply
         could only ever be the apology (`{{ sender.nickname }}` for `{{ sender.nick }}`)."""
-        yield from self.missing_attributes(template, rule)
-        for name in sorted(template.names - self.known):
+        label = f"{vocabulary.label} {owner!r}"
+        yield from self.missing_attributes(template, vocabulary, label)
+        for name in sorted(template.names - vocabulary.names - self.globals):
             lineno = _first_use(template.ast, name)
             line = template.first_line + lineno - 1
             if (template.file, line, name) in self.reported:
@@ -117,12 +140,14 @@ class _TemplateScanner:
                 template.file,
                 line,
                 column,
-                f"rule {rule!r}: template variable {name!r} is not defined; "
-                f"templates see: {', '.join(sorted(_context_names()))}",
+                f"{label}: template variable {name!r} is not defined; "
+                f"templates see: {', '.join(sorted(vocabulary.names))}",
             )
 
-    def missing_attributes(self, template: _Template, rule: str) -> Iterator[Problem]:
-        shapes = _context_shapes()
+    def missing_attributes(
+        self, template: _Template, vocabulary: _Vocabulary, label: str
+    ) -> Iterator[Problem]:
+        shapes = vocabulary.shapes
         for node in template.ast.find_all((nodes.Getattr, nodes.Getitem)):
             owner, attribute = _attribute_of(node)
             if owner is None or owner not in shapes or owner in template.assigned:
@@ -138,26 +163,34 @@ class _TemplateScanner:
                 template.file,
                 line,
                 template.column if template.column and node.lineno == 1 else 1,
-                f"rule {rule!r}: {owner}.{attribute} does not exist; {owner} has: {', '.join(sorted(known))}",
+                f"{label}: {owner}.{attribute} does not exist; {owner} has: {', '.join(sorted(known))}",
             )
 
 
-def _context_names() -> list[str]:
-    """The variables rendering.build_context gives every template, asked of it, not copied."""
-    return list(_sample_context())
-
-
-def _sample_context() -> dict[str, Any]:
+def _rule_vocabulary() -> _Vocabulary:
+    """What rendering.build_context gives a rule's templates, asked of it, not copied."""
     match = Match(_Named("lint"), "")
     message = examples.example_message({"quote": "q"})
-    source = SourceResult(ok=True)
-    return build_context(match, message, source, (), datetime.datetime(2000, 1, 1))
+    context = build_context(match, message, SourceResult(ok=True), (), _SAMPLE_TIME)
+    return _Vocabulary("rules", "rule", _shapes(context), frozenset(context))
 
 
-def _context_shapes() -> dict[str, frozenset[str]]:
+def _announcement_vocabulary(section: str, label: str) -> _Vocabulary:
+    """What a push's or schedule's templates get: jobs.py's extras on announcement_context.
+    `payload` is whatever the caller POSTs, so its attributes are not checked."""
+    extra = push_extra("lint", {}) if section == "pushes" else schedule_extra("lint", _SAMPLE_TIME)
+    context = {**announcement_context(SourceResult(ok=True), _SAMPLE_TIME), **extra}
+    shapes = {name: attrs for name, attrs in _shapes(context).items() if name != "payload"}
+    return _Vocabulary(section, label, shapes, frozenset(context))
+
+
+_SAMPLE_TIME = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
+
+
+def _shapes(context: Mapping[str, Any]) -> dict[str, frozenset[str]]:
     """For each context variable with a fixed shape (a mapping, a result), the attributes it has."""
     shapes = {}
-    for name, value in _sample_context().items():
+    for name, value in context.items():
         if isinstance(value, dict):
             shapes[name] = frozenset(value)
         elif dataclasses.is_dataclass(value):

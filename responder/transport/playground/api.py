@@ -3,7 +3,9 @@
 Parsing is strict (unknown fields, wrong types and oversize input are refused with a reason), and
 the answer comes from the same pipeline that serves real callbacks, with its own cooldowns, budget
 and msgId ledger: trying a rule never uses up what a real group has, yet the third quick try of a
-rule with a cooldown shows `cooldown` as a group would see it. No HTML here.
+rule with a cooldown shows `cooldown` as a group would see it. A try marked `offline` answers data
+sources from their rules' `fixture`s (as `responder try --offline`), so no source is called. No
+HTML here.
 """
 
 from __future__ import annotations
@@ -18,16 +20,16 @@ from typing import Any
 from aiohttp import web
 
 from responder import keys
-from responder.delivery.pipeline import Handled, Pipeline
+from responder.delivery.pipeline import Handled, Pipeline, guards_for
 from responder.delivery.sinks import ResponseSink
 from responder.dingtalk import Message, dumps, offline_message
-from responder.engine.answer import LiveSources
+from responder.engine.answer import Fixtures, LiveSources
 from responder.engine.matching import Verdict
 from responder.metrics import Metrics
 from responder.rules.store import ReloadStatus
-from responder.state.memory import memory_guards
 
 PIPELINE = web.AppKey("playground_pipeline", Pipeline)
+OFFLINE_PIPELINE = web.AppKey("playground_offline_pipeline", Pipeline)
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,7 @@ MAX_BODY_BYTES = 16 * 1024
 MAX_TEXT_CHARS = 4000
 MAX_NAME_CHARS = 64
 CHATS = ("group", "private")
-_FIELDS = frozenset({"text", "nick", "staff_id", "chat", "admin"})
+_FIELDS = frozenset({"text", "nick", "staff_id", "chat", "admin", "offline"})
 
 
 class RequestError(ValueError):
@@ -56,6 +58,7 @@ class TryRequest:
     staff_id: str = "tester"
     chat: str = "group"
     admin: bool = False
+    offline: bool = False  # answer sources with each rule's fixture instead of calling them
 
 
 def parse_try_request(body: bytes) -> TryRequest:
@@ -85,12 +88,18 @@ def _request_from(payload: Mapping[str, Any]) -> TryRequest:
     chat = _string(payload, "chat", len("private"), default="group")
     if chat not in CHATS:
         raise RequestError("bad_field", 'field \'chat\' must be "group" or "private"')
-    admin = payload.get("admin", False)
-    if not isinstance(admin, bool):
-        raise RequestError("bad_field", "field 'admin' must be a boolean")
+    admin = _boolean(payload, "admin")
+    offline = _boolean(payload, "offline")
     nick = _string(payload, "nick", MAX_NAME_CHARS, default="Tester")
     staff_id = _string(payload, "staff_id", MAX_NAME_CHARS, default="tester")
-    return TryRequest(text, nick, staff_id, chat, admin)
+    return TryRequest(text, nick, staff_id, chat, admin, offline)
+
+
+def _boolean(payload: Mapping[str, Any], name: str) -> bool:
+    value = payload.get(name, False)
+    if not isinstance(value, bool):  # not 0/1 either: JSON has true and false
+        raise RequestError("bad_field", f"field {name!r} must be a boolean")
+    return value
 
 
 def _string(payload: Mapping[str, Any], name: str, max_chars: int, *, default: str = "") -> str:
@@ -103,12 +112,18 @@ def _string(payload: Mapping[str, Any], name: str, max_chars: int, *, default: s
 
 
 async def own_pipeline(app: web.Application) -> AsyncIterator[None]:
-    """The playground's pipeline: live sources, but guards and metrics of its own."""
+    """The playground's pipelines, live sources and fixtures, with guards and metrics of their own.
+
+    The two share those guards, so switching to offline and back neither resets a cooldown nor
+    answers a msgId twice: it changes only where source data comes from.
+    """
     store = app[keys.STORE]
-    sources = LiveSources(app[keys.SOURCES])
-    app[PIPELINE] = Pipeline(lambda: store.current, sources, memory_guards(app[keys.OPTIONS]), Metrics())
+    guards, metrics = guards_for(app[keys.OPTIONS]), Metrics()
+    app[PIPELINE] = Pipeline(lambda: store.current, LiveSources(app[keys.SOURCES]), guards, metrics)
+    app[OFFLINE_PIPELINE] = Pipeline(lambda: store.current, Fixtures(), guards, metrics)
     yield
     await app[PIPELINE].drain(0)
+    await app[OFFLINE_PIPELINE].drain(0)
 
 
 _tries = itertools.count(1)
@@ -143,7 +158,7 @@ async def try_message(request: web.Request) -> web.Response:
     # Explain on the snapshot the answer starts from; status read together so the page agrees.
     status, verdicts = store.status, store.current.matcher.explain(message)
     sink = ResponseSink("playground")
-    handling = app[PIPELINE].start(message, sink)
+    handling = app[OFFLINE_PIPELINE if wanted.offline else PIPELINE].start(message, sink)
     if handling is None:
         return _refusal("overloaded", "too many tries in progress", status=503)
     return _json(result_body(await handling, sink.body, verdicts, status))

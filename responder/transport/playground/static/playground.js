@@ -282,6 +282,7 @@
     const head = el("div", "msg-head");
     head.append(el("span", "nick", request.nick || "(no nick)"));
     if (request.admin) head.append(el("span", "badge", "admin"));
+    if (request.offline) head.append(el("span", "badge", "offline"));
     const col = el("div", "msg-col");
     const bubble = el("div", "bubble own");
     if (request.chat === "group") bubble.append(el("span", "mention at-robot-token", "@" + ROBOT_NAME + " "));
@@ -386,6 +387,7 @@
       staff_id: document.getElementById("staff-id").value,
       chat: form.elements.chat.value === "private" ? "private" : "group",
       admin: document.getElementById("admin").checked,
+      offline: document.getElementById("offline").checked,
     };
   }
 

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from responder import keys
 from responder.delivery.late import openapi_sink
-from responder.delivery.pipeline import Pipeline, guards_for
+from responder.delivery.pipeline import Pipeline
 from responder.delivery.webhook import REPLY_CONNECTIONS, WebhookSink
 from responder.engine.answer import LiveSources
 from responder.logs import Throttle
@@ -23,6 +23,7 @@ from responder.rules.store import RuleStore
 from responder.schedule import service as schedules
 from responder.settings import AppOptions
 from responder.sources import SourceHub
+from responder.state import open_state
 from responder.transport import admin, pushes
 from responder.transport import callback as handlers
 from responder.transport.stream import StreamClient
@@ -43,6 +44,7 @@ def create_app(
     app[keys.STATUS_SECTIONS] = {}
     pushes.install(app)
     app[keys.LOG_THROTTLE] = Throttle()
+    app.cleanup_ctx.append(_state)  # closes last: draining replies still settle their claims
     app.cleanup_ctx.append(_outbound)
     schedules.install(app)  # stops before the pipeline drains
     app.cleanup_ctx.append(_stream)
@@ -51,6 +53,15 @@ def create_app(
     app.router.add_get("/-/healthy", admin.healthy)
     app.router.add_get("/-/ready", admin.ready)
     return app
+
+
+async def _state(app: web.Application) -> AsyncIterator[None]:
+    """The guards' backend (`state:`, restart-only), and what /-/status shows of it."""
+    backend = await open_state(app[keys.STORE].running_state, app[keys.METRICS])
+    app[keys.STATE] = backend
+    app[keys.STATUS_SECTIONS]["state"] = backend.status
+    yield
+    await backend.close()
 
 
 async def _outbound(app: web.Application) -> AsyncIterator[None]:
@@ -68,7 +79,7 @@ async def _outbound(app: web.Application) -> AsyncIterator[None]:
     store, options, metrics = app[keys.STORE], app[keys.OPTIONS], app[keys.METRICS]
     hub = SourceHub(session, metrics=metrics)
     store.subscribe(lambda new: hub.prune(spec.key for spec in new.sources.values()))
-    pipeline = Pipeline(lambda: store.current, LiveSources(hub), guards_for(options), metrics)
+    pipeline = Pipeline(lambda: store.current, LiveSources(hub), app[keys.STATE].guards(options), metrics)
     app[keys.HTTP] = session
     app[keys.SOURCES] = hub
     app[keys.PIPELINE] = pipeline

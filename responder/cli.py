@@ -15,7 +15,8 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ from responder.sources import SourceHub
 from responder.transport.loopback import is_loopback
 from responder.transport.playground import PREFIX as PLAYGROUND_PREFIX
 from responder.transport.playground import add_playground
+from responder.workers import control
+from responder.workers import supervisor as workers
 
 log = logging.getLogger("responder")
 
@@ -142,6 +145,22 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="development mode: loopback only, unsigned requests allowed when no secret is set",
     )
+    serve.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="run N worker processes on the one port (SO_REUSEPORT) under a supervisor that owns the "
+        "admin port, pid file and signals; N > 1 needs state.backend: redis (default 1)",
+    )
+    serve.add_argument(
+        "--watch",
+        action="store_true",
+        help="reload when rules.yaml, its folder (a ConfigMap's ..data swap) or templates/ change",
+    )
+    # A worker's link to its --workers supervisor (set by the supervisor, never by hand).
+    serve.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-socket", type=Path, help=argparse.SUPPRESS)
     serve.set_defaults(run=_serve)
 
     check = commands.add_parser("check", help="validate rules.yaml and its templates")
@@ -433,11 +452,13 @@ def _secrets(environ: Mapping[str, str]) -> list[str]:
 
 
 def _serve_logged(args: argparse.Namespace, environ: Mapping[str, str], logging_handle: LoggingHandle) -> int:
+    if args.worker_socket is not None:
+        logging_handle.add_fields(worker=args.worker_index)
     log.info("starting version=%s config=%s pid=%d", __version__, args.config, os.getpid())
-    ruleset = _load(args, environ)
+    ruleset = _serve_load(args, environ)
     if ruleset is None:
         return EXIT_CONFIG
-    refusal = _refuse_unsigned(ruleset, args)
+    refusal = _refuse_unsigned(ruleset, args) or _serve_workers_refusal(ruleset, args)
     if refusal:
         print(f"responder serve: {refusal}", file=sys.stderr)
         return EXIT_CONFIG
@@ -446,6 +467,8 @@ def _serve_logged(args: argparse.Namespace, environ: Mapping[str, str], logging_
     store = RuleStore(ruleset, environ, settle_s=args.reload_settle)
     logging_handle.redact_also(ruleset.secrets)
     store.subscribe(lambda new: logging_handle.redact_also(new.secrets))
+    if args.workers > 1:
+        return _serve_workers(args, environ, store)
     options = AppOptions(dev=args.dev, shutdown_grace_s=args.shutdown_grace)
     app = create_app(store, options, _metrics_for(logging_handle))
     on_listening = serve.nothing
@@ -454,7 +477,23 @@ def _serve_logged(args: argparse.Namespace, environ: Mapping[str, str], logging_
         on_listening = _announce_playground
     elif args.dev:
         log.warning("playground_disabled reason=not_loopback host=%s", args.host)
-    listen = Listen(
+    listen = _serve_listen(args, environ)
+    return _serve_until_stopped(serve.run(app, listen, args.early_signals, on_listening=on_listening))
+
+
+def _serve_load(args: argparse.Namespace, environ: Mapping[str, str]) -> RuleSet | None:
+    """The rules to serve: from --config, or in a worker, the file its supervisor loaded."""
+    if args.worker_socket is None:
+        return _load(args, environ)
+    try:
+        return load_rules(args.config, environ, content=control.read_rules(sys.stdin.buffer))
+    except (RulesError, EOFError, ValueError) as exc:
+        print(exc, file=sys.stderr)
+        return None
+
+
+def _serve_listen(args: argparse.Namespace, environ: Mapping[str, str]) -> Listen:
+    return Listen(
         host=args.host,
         port=args.port,
         admin_host=args.admin_host,
@@ -463,11 +502,17 @@ def _serve_logged(args: argparse.Namespace, environ: Mapping[str, str], logging_
         reload_endpoint=args.enable_reload_endpoint,
         max_connections=args.max_connections,
         keepalive_timeout_s=args.keepalive_timeout,
-        notify_socket=environ.get("NOTIFY_SOCKET", ""),
+        # systemd hears from the process it started: the supervisor, never a worker.
+        notify_socket="" if args.worker_socket else environ.get("NOTIFY_SOCKET", ""),
+        watch=args.watch,
+        control_socket=args.worker_socket,
     )
+
+
+def _serve_until_stopped(serving: Coroutine[Any, Any, int]) -> int:
     try:
         with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
-            return runner.run(serve.run(app, listen, args.early_signals, on_listening=on_listening))
+            return runner.run(serving)
     except OSError as exc:
         log.error("listen_failed error=%s", exc.strerror or exc)
         return EXIT_FAILURE
@@ -476,6 +521,44 @@ def _serve_logged(args: argparse.Namespace, environ: Mapping[str, str], logging_
 def _announce_playground(url: str) -> None:
     """Logged once the port is bound, so the URL is one a newcomer can click (even with --port 0)."""
     log.info("playground_enabled url=%s%s/", url, PLAYGROUND_PREFIX)
+
+
+def _serve_workers(args: argparse.Namespace, environ: Mapping[str, str], store: RuleStore) -> int:
+    """The --workers supervisor: it loaded the rules; its workers serve them."""
+    argv = partial(_serve_worker_argv, args)
+    listen = _serve_listen(args, environ)
+    return _serve_until_stopped(
+        workers.supervise(store, listen, args.workers, argv, args.early_signals, args.shutdown_grace)
+    )
+
+
+def _serve_worker_argv(args: argparse.Namespace, port: int, index: int, socket: Path) -> list[str]:
+    """One worker's command: this serve's own options, on the port the supervisor checked."""
+    argv = [sys.executable, "-m", "responder", "serve", "--config", str(args.config), "--host", args.host]
+    argv += ["--port", str(port), "--admin-port", "-1", "--max-connections", str(args.max_connections)]
+    argv += [
+        "--keepalive-timeout",
+        repr(args.keepalive_timeout),
+        "--shutdown-grace",
+        repr(args.shutdown_grace),
+    ]
+    argv += ["--log-format", args.log_format, "--log-level", args.log_level]
+    argv += ["--worker-index", str(index), "--worker-socket", str(socket)]
+    return [*argv, "--dev"] if args.dev else argv
+
+
+def _serve_workers_refusal(ruleset: RuleSet, args: argparse.Namespace) -> str:
+    if args.workers == 1:
+        return ""
+    if not ruleset.state.shared:
+        return (
+            f"--workers {args.workers} needs state.backend: redis in rules.yaml: with backend memory "
+            "each worker keeps its own msgId claims, cooldowns and send budget, so a redelivery "
+            "could be answered twice and a group sent more than DingTalk allows"
+        )
+    if args.log_file is not None:
+        return "--log-file cannot be used with --workers (one file, several writers): log to stderr"
+    return ""
 
 
 def _metrics_for(logging_handle: LoggingHandle) -> Metrics:

@@ -15,6 +15,7 @@ from responder.metrics import Metrics
 from responder.rules.store import RuleStore
 from responder.settings import AppOptions
 from responder.sources import SourceHub
+from responder.state import StateBackend
 
 STORE = web.AppKey("store", RuleStore)
 OPTIONS = web.AppKey("options", AppOptions)
@@ -22,6 +23,7 @@ METRICS = web.AppKey("metrics", Metrics)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 SOURCES = web.AppKey("sources", SourceHub)
 PIPELINE = web.AppKey("pipeline", Pipeline)
+STATE = web.AppKey("state", StateBackend)  # the guards' backend: memory or Redis (state:)
 WEBHOOK = web.AppKey("webhook", WebhookSink)
 OPENAPI = web.AppKey("openapi", OpenApiSink)  # only when the app's credentials are set
 # name -> is it ready? (the rules are loaded before serving; transports such as Stream add theirs)

@@ -269,6 +269,10 @@ class LoggingHandle:
         the log file could not take was written to stderr instead, if that worked."""
         return sum(sink.failures for sink in self._sinks)
 
+    def add_fields(self, **fields: object) -> None:
+        """Put these fields on every record from now on (a `--workers` worker's index)."""
+        self._handler.addFilter(_Fields(fields))
+
     def redact_also(self, values: Iterable[str]) -> None:
         """Hide these values too, from now on (the ${VAR}s a rules file was loaded with)."""
         self._handler.redactor = Redactor.for_secrets([*self._base_secrets, *values])
@@ -287,6 +291,16 @@ class LoggingHandle:
             return False
         for sink in self._sinks:
             sink.close()
+        return True
+
+
+class _Fields(logging.Filter):
+    def __init__(self, fields: Mapping[str, object]) -> None:
+        super().__init__()
+        self._fields = dict(fields)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.__dict__.update(self._fields)
         return True
 
 

@@ -127,6 +127,20 @@ class Metrics:
             registry=r,
         )
 
+        self.state_backend_up = Gauge(
+            "responder_state_backend_up",
+            "1 while the state backend (state.backend) answers; 0 while the guards fall back to "
+            "this process's memory (Redis unreachable). Always 1 with backend memory.",
+            registry=r,
+        )
+        self.state_fallbacks = Counter(
+            "responder_state_fallbacks",
+            "Guard calls answered from this process's memory because Redis was unavailable, by "
+            "guard (claims, cooldowns, budget).",
+            ["guard"],
+            registry=r,
+        )
+
         self.schedule_fires = Counter(
             "responder_schedule_fires",
             "Schedule slots by result: what fire answered (sent, skipped, dropped), or missed, busy "

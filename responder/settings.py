@@ -8,6 +8,9 @@ From rules.yaml's `dingtalk:` section, `DingTalkSettings` keeps two parts apart:
 - `policy`: what each request or send reads from the live snapshot (secrets, reply mode, allowed
   sessionWebhook origins, timeouts), so a reload applies it at once.
 
+rules.yaml's `state:` section is `StateSettings`, restart-only like `connection`: the guards'
+backend (and its Redis connection) is built once, at start-up.
+
 Defaults for rules.yaml keys are the schema's own `default`s (see `schema.defaults`). Process
 settings come from the command line (`Listen`, `AppOptions`); their defaults are the constants
 here, which the CLI uses too. Several robots in one server would each be a `DingTalkSettings`
@@ -87,6 +90,30 @@ class Policy:
 
 
 @dataclass(frozen=True, slots=True)
+class StateSettings:
+    """Restart-only, from rules.yaml's `state:`: where the guards keep what replicas share."""
+
+    backend: str  # "memory" or "redis"
+    url: str = field(repr=False)  # may carry a password
+    key_prefix: str
+    timeout_s: float
+    connect_timeout_s: float
+
+    @property
+    def shared(self) -> bool:
+        """Whether several processes see the same claims, cooldowns and budget."""
+        return self.backend == "redis"
+
+    def changed_fields(self, other: StateSettings) -> tuple[str, ...]:
+        """`state.<name>` of each field whose value differs from `other`'s (values never reported)."""
+        return tuple(
+            f"state.{f.name}"
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) != getattr(other, f.name)
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class DingTalkSettings:
     connection: Connection
     policy: Policy
@@ -105,6 +132,10 @@ class Listen:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     keepalive_timeout_s: float = DEFAULT_KEEPALIVE_TIMEOUT_S
     notify_socket: str = ""  # systemd's $NOTIFY_SOCKET: told READY=1 once both ports listen
+    watch: bool = False  # reload when rules.yaml or a template changes on disk
+    # Set in a `--workers` worker: its admin endpoints answer the supervisor on this Unix socket,
+    # it shares the callback port (SO_REUSEPORT), and reloads come only from the supervisor.
+    control_socket: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ import json
 import os
 import textwrap
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from responder.rules.model import RuleSet
 from responder.rules.store import RuleStore
 from responder.serve import HANDLER_OPTIONS
 from responder.settings import AppOptions
+from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 # `RESPONDER_TEST_LOOP=uvloop pytest …` runs the tests on uvloop, the loop `serve` uses
@@ -148,6 +149,16 @@ async def sink(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Sink:
 async def trap(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Sink:
     """A server that must never be contacted."""
     return await _recording_server(aiohttp_server)
+
+
+@pytest.fixture
+async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    """Debian's real redis-server on a free loopback port; stopped (and its data gone) at teardown."""
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    server = await RedisServer.start(folder)
+    yield server
+    await server.close()
 
 
 RulesWriter = Callable[..., Path]

@@ -26,7 +26,7 @@ def _properties(definition: dict[str, Any]) -> Iterator[str]:
 def _documented_keys() -> list[tuple[str, str]]:
     defs = load_schema()["$defs"]
     keys = [("top", key) for key in load_schema()["properties"]]
-    for name in ("dingtalk", "defaults", "scope", "rule"):
+    for name in ("dingtalk", "state", "defaults", "scope", "rule"):
         keys += [(name, key) for key in _properties(defs[name])]
     return keys
 
@@ -74,7 +74,7 @@ def _readme_table_defaults(section: str) -> dict[str, str]:
     return rows
 
 
-@pytest.mark.parametrize("section", ["dingtalk", "defaults"])
+@pytest.mark.parametrize("section", ["dingtalk", "state", "defaults"])
 def test_the_readme_states_the_schemas_defaults(section: str) -> None:
     documented = _readme_table_defaults(section)
     schema_defaults = schema.defaults(section)

@@ -1,5 +1,5 @@
 """The suite's loop-facing core on uvloop, the loop `serve` runs on: signature, dedupe, budget,
-connection cap, pushes, Stream frames and accounting hold there as on asyncio's own loop.
+connection cap, pushes, Stream frames, the Redis guards and accounting hold there as on asyncio's own loop.
 
 Pure code (the engine, DingTalk's formats) does not touch the loop and is not run twice. uvloop
 has already differed once: its transports are not asyncio.Transport subclasses."""
@@ -23,6 +23,7 @@ CORE = [
     "tests/transport/test_pushes.py",
     "tests/transport/test_stream_client.py",
     "tests/schedule/test_schedules_in_app.py",
+    "tests/state",
 ]
 
 

@@ -1,7 +1,9 @@
 """DingTalk's outbound send budget: at most 20 sends per conversation per minute, waiting for a
 slot while a reply can still be sent, and backing off after errcode 130101.
 
-Pure asyncio state with an injected clock (and sleep); performs no I/O and sends nothing.
+`SendBudget` is what the pipeline asks; `OutboundBudget` keeps it in this process (pure asyncio
+state with an injected clock and sleep; it performs no I/O and sends nothing). responder.state
+keeps it in Redis for several replicas.
 """
 
 from __future__ import annotations
@@ -13,15 +15,11 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from responder.digests import digest
 from responder.logs import quoted
 from responder.settings import DINGTALK_SENDS_PER_MINUTE, DINGTALK_WINDOW_S
-
-if TYPE_CHECKING:
-    pass
-
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +29,24 @@ DINGTALK_THROTTLE_S = 600.0  # how long DingTalk throttles a robot after errcode
 # A reply queued longer than this is stale, and its waiter would hold an overload-gate slot.
 DEFAULT_MAX_WAIT_S = 120.0
 DEFAULT_MAX_CONVERSATIONS = 100_000  # lanes tracked at once; beyond that new conversations wait
+
+
+class SendBudget(Protocol):
+    """Send slots per conversation, and the pauses DingTalk's errcode 130101 asks for."""
+
+    async def acquire(self, conversation_id: str, deadline: float) -> bool:
+        """Wait for a send slot; False at once if it is not free now and would come after
+        `deadline` (time.monotonic units), so a deadline of now means "only if there is no wait"."""
+        ...
+
+    async def backoff(self, conversation_id: str, seconds: float = DINGTALK_THROTTLE_S) -> None:
+        """After errcode 130101: send nothing to this conversation for `seconds` (and to none,
+        if another conversation is backing off already: the limit is then robot-wide)."""
+        ...
+
+    async def backoff_all(self, seconds: float = DINGTALK_THROTTLE_S) -> None:
+        """Send nothing to any conversation for `seconds` (the robot itself is throttled)."""
+        ...
 
 
 @dataclass(slots=True)
@@ -99,22 +115,23 @@ class OutboundBudget:
             if await self._wait_for_slot(lane, at):
                 return True
 
-    def backoff(self, conversation_id: str, seconds: float = DINGTALK_THROTTLE_S) -> None:
-        """After errcode 130101: send nothing to this conversation for `seconds`."""
+    async def backoff(self, conversation_id: str, seconds: float = DINGTALK_THROTTLE_S) -> None:
         now = self._clock()
         until = now + seconds
         lane = self._lane(conversation_id, now)
         if lane is None:
-            self.backoff_all(seconds)
+            self._block_all(seconds)
             return
         lane.blocked_until = max(lane.blocked_until, until)
         previous, self._last_backoff = self._last_backoff, (conversation_id, until)
         log.warning("outbound_backoff_started conversation=%s seconds=%.0f", quoted(conversation_id), seconds)
         if previous is not None and previous[0] != conversation_id and previous[1] > now:
-            self.backoff_all(seconds)
+            self._block_all(seconds)
 
-    def backoff_all(self, seconds: float = DINGTALK_THROTTLE_S) -> None:
-        """Send nothing to any conversation for `seconds` (the robot itself is throttled)."""
+    async def backoff_all(self, seconds: float = DINGTALK_THROTTLE_S) -> None:
+        self._block_all(seconds)
+
+    def _block_all(self, seconds: float) -> None:
         self._robot_blocked_until = max(self._robot_blocked_until, self._clock() + seconds)
         log.warning("outbound_backoff_started conversation=* seconds=%.0f", seconds)
 

@@ -1,9 +1,11 @@
 """`responder send`: one message from a script, into groups or 1:1 chats, through the OpenAPI.
 
 It takes the path every other message takes (claim, render, the per-conversation budget, send,
-account), in a pipeline of its own that lives as long as the command. The text on the command
-line is data, never template source: it is the `text` a fixed `{{ text }}` template prints, so a
-markdown message escapes it like any value. A template file is the way to send markup.
+account), in a pipeline of its own that lives as long as the command, with guards from the
+rules' state backend: with `state.backend: redis` it spends the same budget as the servers. The
+text on the command line is data, never template source: it is the `text` a fixed `{{ text }}`
+template prints, so a markdown message escapes it like any value. A template file is the way to
+send markup.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import jinja2
 
 from responder.delivery.jobs import Job
 from responder.delivery.late import openapi_sink
-from responder.delivery.pipeline import Handled, Pipeline, guards_for
+from responder.delivery.pipeline import Handled, Pipeline
 from responder.engine.answer import Fixtures
 from responder.engine.rendering import ReplyTemplate, make_environment
 from responder.metrics import Metrics
 from responder.rules.model import Announcement, RuleSet, Target
 from responder.rules.templates import TemplateFiles
 from responder.settings import AppOptions
+from responder.state import open_state
 
 NAME = "send"
 
@@ -72,9 +75,14 @@ async def send(outgoing: Outgoing, ruleset: RuleSet, options: AppOptions | None 
         sink = openapi_sink(ruleset.dingtalk.connection, session, metrics)
         if sink is None:
             raise SendError("sending needs dingtalk.client_id and client_secret (the app's AppKey/AppSecret)")
-        pipeline = Pipeline(lambda: ruleset, Fixtures(), guards_for(options or AppOptions()), metrics)
-        started = [pipeline.announce(job, sink) for job in jobs]
-        return [await task for task in started if task is not None]
+        backend = await open_state(ruleset.state, metrics)
+        try:
+            guards = backend.guards(options or AppOptions())
+            pipeline = Pipeline(lambda: ruleset, Fixtures(), guards, metrics)
+            started = [pipeline.announce(job, sink) for job in jobs]
+            return [await task for task in started if task is not None]
+        finally:
+            await backend.close()
 
 
 def targets_from(conversations: Sequence[str], users: Sequence[str]) -> tuple[Target, ...]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from responder.delivery.budget import OutboundBudget
+from responder.delivery.budget import OutboundBudget, SendBudget
 from responder.delivery.claims import Claim, InMemoryLedger, MessageLedger
 from responder.delivery.gate import Gate, GatePass
 from responder.delivery.jobs import Job
@@ -35,7 +35,7 @@ from responder.engine.answer import (
     render_announcement,
     render_answer,
 )
-from responder.engine.cooldowns import Cooldowns
+from responder.engine.cooldowns import CooldownCounters, Cooldowns
 from responder.engine.matching import TELLABLE_REFUSALS, Choice, choose
 from responder.engine.rendering import sender_mention
 from responder.logs import quoted
@@ -72,11 +72,12 @@ Work = Callable[[], Awaitable[Handled]]
 @dataclass(slots=True)
 class Guards:
     """The state the pipeline consults, shared across reloads: dedupe, cooldowns, DingTalk's send
-    budget and the overload gate. The playground and offline runs get their own."""
+    budget and the overload gate. The defaults live in this process; responder.state provides
+    the Redis-backed ones several replicas share. The playground and offline runs get their own."""
 
     claims: MessageLedger = field(default_factory=InMemoryLedger)
-    cooldowns: Cooldowns = field(default_factory=Cooldowns)
-    budget: OutboundBudget = field(default_factory=OutboundBudget)
+    cooldowns: CooldownCounters = field(default_factory=Cooldowns)
+    budget: SendBudget = field(default_factory=OutboundBudget)
     gate: Gate = field(default_factory=Gate)
 
 
@@ -165,7 +166,7 @@ class Pipeline:
         if match is None:
             return Handled("skipped", None, unanswered(ruleset.matcher.heard(message)))
         rule = match.rule
-        notice = self._cooldown(rule, message)  # cooldown
+        notice = await self._cooldown(rule, message)  # cooldown
         if notice is not None:
             return await self._deliver(message, sink, ruleset, notice) if notice.reply else skipped(notice)
         source = await fetch_source(rule, match, self._sources)  # source
@@ -174,15 +175,15 @@ class Pipeline:
             self._metrics.render_errors.labels(rule.name).inc()
         return await self._deliver(message, sink, ruleset, answer)
 
-    def _cooldown(self, rule: Rule, message: Message) -> Answer | None:
+    async def _cooldown(self, rule: Rule, message: Message) -> Answer | None:
         """None if the rule may answer now; else its "slow down" notice (once per window) or silence."""
         cooldown = rule.cooldown
         if cooldown is None:
             return None
         key = cooldown.key_for(message)
-        if self._guards.cooldowns.check(rule.name, cooldown, key):
+        if await self._guards.cooldowns.check(rule.name, cooldown, key):
             return None
-        if cooldown.reply and self._guards.cooldowns.notice_due(rule.name, cooldown, key):
+        if cooldown.reply and await self._guards.cooldowns.notice_due(rule.name, cooldown, key):
             mention = sender_mention(message) if rule.reply.at_sender else None
             return Answer(rule.name, Reply("text", cooldown.reply, mention=mention), "cooldown notice")
         return Answer(rule.name, None, "cooldown")
@@ -210,7 +211,7 @@ class Pipeline:
         delivery = await route.send(answer.reply)  # sink
         via = delivery.via or route.via
         if delivery.throttled:
-            budget.backoff(conversation)
+            await budget.backoff(conversation)
         if delivery.ok:
             return sent(answer, via)
         # Only a failure that certainly left nothing in the group may be tried again.

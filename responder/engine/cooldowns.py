@@ -1,5 +1,7 @@
 """Per-rule cooldowns: at most `max` answers per window, counted per sender, conversation or
-globally. Pure state with an injected clock; the pipeline asks before it calls a source.
+globally. The pipeline asks before it calls a source, through `CooldownCounters`; `Cooldowns`
+keeps them in this process (pure state with an injected clock). responder.state keeps them in
+Redis for several replicas.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from responder.digests import digest
 
@@ -50,8 +52,25 @@ class Cooldown:
         return ""
 
 
+class CooldownCounters(Protocol):
+    """Where the pipeline counts a rule's answers per key, in a window that slides."""
+
+    async def check(self, rule_name: str, cooldown: Cooldown, key: str) -> bool:
+        """True (and count the hit) if the rule may answer for `key` now; False if cooling down."""
+        ...
+
+    async def notice_due(self, rule_name: str, cooldown: Cooldown, key: str) -> bool:
+        """True at most once per window per key: whether a refused rule should say `reply`."""
+        ...
+
+
+def notice_cooldown(rule_name: str, cooldown: Cooldown) -> tuple[str, Cooldown]:
+    """The counter behind `notice_due`: one hit per window, beside the rule's own."""
+    return f"{rule_name}\x00notice", Cooldown(cooldown.per, cooldown.seconds)
+
+
 class Cooldowns:
-    """Sliding-window hit counters for rule cooldowns, with bounded memory.
+    """Sliding-window hit counters for rule cooldowns in this process, with bounded memory.
 
     Counters whose last hit left its window are pruned. At `max_keys` live counters the least
     recently hit one is forgotten, so that key may answer early (fail open): the outbound
@@ -70,8 +89,10 @@ class Cooldowns:
     def __len__(self) -> int:
         return self._size
 
-    def check(self, rule_name: str, cooldown: Cooldown, key: str) -> bool:
-        """True (and count the hit) if the rule may answer for `key` now; False if cooling down."""
+    async def notice_due(self, rule_name: str, cooldown: Cooldown, key: str) -> bool:
+        return await self.check(*notice_cooldown(rule_name, cooldown), key)
+
+    async def check(self, rule_name: str, cooldown: Cooldown, key: str) -> bool:
         now = self._clock()
         self._prune(now)
         bucket = self._buckets.setdefault((rule_name, cooldown), OrderedDict())
@@ -88,11 +109,6 @@ class Cooldowns:
         hits.append(now)
         bucket.move_to_end(counter)
         return True
-
-    def notice_due(self, rule_name: str, cooldown: Cooldown, key: str) -> bool:
-        """True at most once per window per key: whether a refused rule should say `reply`."""
-        notice = Cooldown(cooldown.per, cooldown.seconds)
-        return self.check(f"{rule_name}\x00notice", notice, key)
 
     def _prune(self, now: float) -> None:
         for bucket_id, bucket in list(self._buckets.items()):

@@ -30,9 +30,10 @@ from responder.rules.announce import compile_pushes, compile_schedules
 from responder.rules.model import MATCH_KINDS, CatalogueEntry, Rule, RulesError, RuleSet
 from responder.rules.problems import Problem
 from responder.rules.templates import TemplateFileError, TemplateFiles
-from responder.settings import Connection, DingTalkSettings, Policy
+from responder.settings import Connection, DingTalkSettings, Policy, StateSettings
 from responder.sources import SourceConfigError, compile_source
 from responder.sources.base import SourceSpec
+from responder.state.urls import url_password, url_problem
 
 RESERVED_PATH_PREFIX = "/-/"
 _KEYS_BY_MSGTYPE = {
@@ -65,6 +66,7 @@ class _Compiler:
 
     def run(self, sha256: str) -> RuleSet:
         dingtalk = self.dingtalk(self.data.get("dingtalk", {}))
+        state = self.state(self.data.get("state", {}))
         sources = self.sources(self.data.get("sources", {}))
         defaults = schema.with_defaults("defaults", self.data.get("defaults", {}))
         compiled = [self.rule(i, spec, defaults, sources) for i, spec in enumerate(self.data["rules"])]
@@ -80,6 +82,7 @@ class _Compiler:
             path=Path(self.file),
             sha256=sha256,
             dingtalk=dingtalk,
+            state=state,
             rules=ordered,
             matcher=Matcher(
                 ordered,
@@ -90,6 +93,7 @@ class _Compiler:
             not_allowed=MappingProxyType(_not_allowed(defaults)),
             pushes=pushes,
             schedules=schedules,
+            secrets=frozenset(filter(None, [url_password(state.url)])),
         )
 
     def problem(self, path: yamldoc.Path, message: str, *, at_key: bool = False) -> None:
@@ -128,6 +132,25 @@ class _Compiler:
                 ("dingtalk", "late_reply"), "dingtalk.late_reply openapi needs client_id and client_secret"
             )
         return DingTalkSettings(connection, policy)
+
+    def state(self, given: Mapping[str, Any]) -> StateSettings:
+        spec = schema.with_defaults("state", given)
+        url = spec.get("url", "")
+        if spec["backend"] == "redis" and not url:
+            self.problem(("state", "backend"), "state.backend redis needs state.url (redis://HOST:PORT/DB)")
+        elif spec["backend"] == "redis":
+            problem = url_problem(url)
+            if problem is not None:
+                self.problem(("state", "url"), f"state.url {problem}")
+        elif url:
+            self.problem(("state", "url"), "state.url is read only with backend: redis: set it, or drop url")
+        return StateSettings(
+            backend=spec["backend"],
+            url=url,
+            key_prefix=spec["key_prefix"],
+            timeout_s=float(spec["timeout_s"]),
+            connect_timeout_s=float(spec["connect_timeout_s"]),
+        )
 
     def sources(self, specs: Mapping[str, Any]) -> dict[str, SourceSpec]:
         compiled = {}

@@ -81,7 +81,7 @@ def _load(path: Path, environ: Mapping[str, str], content: bytes | None, substit
         raise RulesError([_at(name, p) for p in interpolated.problems])
     sha256 = content_sha256(raw, templates_dir(path))
     ruleset = compile_ruleset(path, doc, interpolated.data, sha256, text)
-    return replace(ruleset, secrets=interpolated.values)
+    return replace(ruleset, secrets=ruleset.secrets | interpolated.values)
 
 
 def _settle(path: Path, settle_s: float) -> None:
@@ -135,7 +135,7 @@ class Interpolated:
 
 
 def interpolate(doc: yamldoc.YamlDocument, environ: Mapping[str, str]) -> Interpolated:
-    """Replace ${VAR} and ${VAR:-default} in the dingtalk and sources sections, and in the
+    """Replace ${VAR} and ${VAR:-default} in the dingtalk, state and sources sections, and in the
     token and targets of pushes and schedules ($$ is a `$`).
 
     Templates are left alone: they are Jinja2 and may contain a literal `${`. Problems name only
@@ -143,7 +143,7 @@ def interpolate(doc: yamldoc.YamlDocument, environ: Mapping[str, str]) -> Interp
     """
     substitution = _Substitution(doc, environ)
     data = dict(doc.data)
-    for section in ("dingtalk", "sources"):
+    for section in ("dingtalk", "state", "sources"):
         if section in data:
             data[section] = substitution.apply(data[section], (section,))
     for section in ("pushes", "schedules"):  # their templates stay Jinja: only these keys

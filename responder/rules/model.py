@@ -13,7 +13,7 @@ from responder.engine.matching import TELLABLE_REFUSALS, Matcher, Scope, Trigger
 from responder.engine.rendering import ReplyTemplate
 from responder.rules.problems import Problem
 from responder.schedule.timing import Timing
-from responder.settings import DingTalkSettings
+from responder.settings import DingTalkSettings, StateSettings
 from responder.sources.base import SourceSpec
 
 MATCH_KINDS = ("keywords", "command", "regex", "contains", "fallback", "non_text", "empty")
@@ -133,6 +133,7 @@ class RuleSet:
     path: Path
     sha256: str
     dingtalk: DingTalkSettings
+    state: StateSettings
     rules: tuple[Rule, ...]
     matcher: Matcher[Rule] = field(repr=False)
     sources: Mapping[str, SourceSpec] = field(repr=False)
@@ -144,7 +145,7 @@ class RuleSet:
     schedules: tuple[Schedule, ...] = field(default=(), repr=False)
     # What a sender is told when a rule's scope refuses who or where they are (TELLABLE_REFUSALS).
     not_allowed: Mapping[str, str] = field(default_factory=dict, repr=False)
-    # Values ${VAR}s put into the settings: logs and reports must never show them.
+    # Values ${VAR}s put into the settings, and the Redis password: logs and reports never show them.
     secrets: frozenset[str] = field(default=frozenset(), repr=False)
 
     @property

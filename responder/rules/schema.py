@@ -190,8 +190,9 @@ def _retyped_scalar(doc: YamlDocument, error: ValidationError, path: DataPath) -
 
 
 def _may_hold_secrets(path: DataPath) -> bool:
-    """Secrets live in these sections (app_secret, source headers); errors there never echo values."""
-    return bool(path) and path[0] in ("dingtalk", "sources")
+    """Secrets live in these sections (app_secret, the Redis URL, source headers); errors there
+    never echo values."""
+    return bool(path) and path[0] in ("dingtalk", "state", "sources")
 
 
 def _value_free(error: ValidationError) -> str:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from responder.logs import quoted
 from responder.metrics import Metrics
@@ -66,8 +66,9 @@ class ReloadStatus:
 class RuleStore:
     """The live snapshot, its reload status, and who to tell when it changes.
 
-    `running` is the restart-only part of the settings the process started with; it never
-    changes. A reload that changes it applies everything else and reports `restart_required`.
+    `running` and `running_state` are the restart-only settings the process started with; they
+    never change. A reload that changes them applies everything else and reports
+    `restart_required`.
     """
 
     def __init__(
@@ -83,6 +84,7 @@ class RuleStore:
         self.current = ruleset
         self.settle_s = settle_s
         self.running = ruleset.dingtalk.connection
+        self.running_state = ruleset.state
         self._subscribers: list[Subscriber] = []
         self._environ = environ
         self._loader = loader
@@ -105,16 +107,18 @@ class RuleStore:
         self._metrics = metrics
         self._publish()
 
-    async def reload(self) -> ReloadStatus:
+    async def reload(self, content: bytes | None = None) -> ReloadStatus:
         """Load the file again off the event loop; swap on success, keep the old set on error.
 
-        Never raises: whatever fails is recorded as a failed reload, so the next one runs.
+        `content` is the rules file as someone else read it (a `--workers` supervisor, so every
+        worker loads the same version); templates are still read from disk. Never raises:
+        whatever fails is recorded as a failed reload, so the next one runs.
         """
         async with self._lock:
             attempted = self._clock()
             started = time.monotonic()
             try:
-                new = await asyncio.to_thread(self._load)
+                new = await asyncio.to_thread(self._load, content)
             except RulesError as exc:
                 self.status = self._failed(exc.problems, attempted, started)
             except Exception as exc:  # the loader promises RulesError; never let a bug kill reloads
@@ -126,7 +130,9 @@ class RuleStore:
             self._publish()
             return self.status
 
-    def _load(self) -> RuleSet:
+    def _load(self, content: bytes | None) -> RuleSet:
+        if content is not None:
+            return self._loader(self.path, self._environ, content=content)
         if self.settle_s > 0:
             return self._loader(self.path, self._environ, settle_s=self.settle_s)
         return self._loader(self.path, self._environ)
@@ -161,6 +167,7 @@ class RuleStore:
         generation = old.generation + 1
         log.info("rules_reloaded generation=%d rules=%d sha256=%.12s", generation, len(new.rules), new.sha256)
         restart_required = new.dingtalk.connection.changed_fields(self.running)
+        restart_required += new.state.changed_fields(self.running_state)
         if restart_required:
             log.warning("restart_required fields=%s", ",".join(restart_required))
         self._notify(new)
@@ -192,14 +199,23 @@ class RuleStore:
         metrics.rules_info.labels(status.sha256, str(status.generation)).set(1)
 
 
+class Reloadable(Protocol):
+    """What a Reloader drives: a RuleStore, or a `--workers` supervisor's fleet of them."""
+
+    @property
+    def status(self) -> ReloadStatus: ...
+
+    async def reload(self) -> ReloadStatus: ...
+
+
 class Reloader:
-    """Turns reload requests (SIGHUP, POST /-/reload) into serialised, coalesced reloads.
+    """Turns reload requests (SIGHUP, POST /-/reload, --watch) into serialised, coalesced reloads.
 
     Requests that arrive while a reload runs collapse into one more reload afterwards, so a storm
     of signals costs at most two loads and reloads never overlap.
     """
 
-    def __init__(self, store: RuleStore) -> None:
+    def __init__(self, store: Reloadable) -> None:
         self._store = store
         self._wanted = asyncio.Event()
         self._completed = 0

@@ -2,8 +2,9 @@
 slot becomes one job per target on the replies' pipeline, sent through the OpenAPI.
 
 Its slot ledger is its own (never the msgId ledger: the two would evict each other's entries)
-and keeps a slot long enough for the longest catch_up. In memory, a restart forgets it; the
-shared state backend of several replicas makes a slot fire once among all of them.
+and keeps a slot long enough for the longest catch_up. In memory, a restart forgets it; with
+`state.backend: redis` every replica claims slots in one Redis ledger, so a slot fires once among
+all of them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from responder import keys
-from responder.delivery.claims import InMemoryLedger
 from responder.delivery.jobs import schedule_jobs
 from responder.delivery.pipeline import Handled
 from responder.rules.model import Schedule
@@ -39,7 +39,7 @@ async def _run(app: web.Application) -> AsyncIterator[None]:
     scheduler = Scheduler(
         store.current.schedules,
         lambda schedule, slot: fire(app, schedule, slot),
-        InMemoryLedger(ttl_s=SLOT_LEDGER_TTL_S),
+        app[keys.STATE].ledger("slot", SLOT_LEDGER_TTL_S),
         clock=app[keys.OPTIONS].clock,
         metrics=app[keys.METRICS],
     )

@@ -139,11 +139,14 @@ class DescriptorAlarm:
         self._last, self._suppressed = now, 0
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket for the callback port."""
+def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A bound TCP socket for the callback port. `reuse_port`: one of a `--workers` group, each
+    with its own socket on the port, the kernel spreading connections over them."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.setblocking(False)
     return sock

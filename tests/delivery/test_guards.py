@@ -84,76 +84,76 @@ def make_message(**changes: object) -> Message:
 # Cooldowns
 
 
-def test_second_hit_inside_the_window_is_refused_and_allowed_after_it(
+async def test_second_hit_inside_the_window_is_refused_and_allowed_after_it(
     fake_time: FakeTime,
 ) -> None:
     cooldowns = Cooldowns(clock=fake_time)
     rule = Cooldown(per="sender", seconds=30)
-    assert cooldowns.check("ip", rule, "alice")
+    assert await cooldowns.check("ip", rule, "alice")
     fake_time.now += 29.9
-    assert not cooldowns.check("ip", rule, "alice")
+    assert not await cooldowns.check("ip", rule, "alice")
     fake_time.now += 0.1
-    assert cooldowns.check("ip", rule, "alice")
+    assert await cooldowns.check("ip", rule, "alice")
 
 
-def test_max_hits_allows_a_burst_then_slides(fake_time: FakeTime) -> None:
+async def test_max_hits_allows_a_burst_then_slides(fake_time: FakeTime) -> None:
     cooldowns = Cooldowns(clock=fake_time)
     rule = Cooldown(per="conversation", seconds=30, max_hits=3)
     allowed = []
     for _ in range(4):
-        allowed.append(cooldowns.check("ip", rule, "cid1"))
+        allowed.append(await cooldowns.check("ip", rule, "cid1"))
         fake_time.now += 5
     assert allowed == [True, True, True, False]
     fake_time.now = 1030  # the hit at 1000 has left the window, those at 1005 and 1010 have not
-    assert cooldowns.check("ip", rule, "cid1")
-    assert not cooldowns.check("ip", rule, "cid1")
+    assert await cooldowns.check("ip", rule, "cid1")
+    assert not await cooldowns.check("ip", rule, "cid1")
     fake_time.now = 1035
-    assert cooldowns.check("ip", rule, "cid1")
+    assert await cooldowns.check("ip", rule, "cid1")
 
 
-def test_refused_hits_do_not_extend_the_cooldown(fake_time: FakeTime) -> None:
+async def test_refused_hits_do_not_extend_the_cooldown(fake_time: FakeTime) -> None:
     cooldowns = Cooldowns(clock=fake_time)
     rule = Cooldown(per="sender", seconds=30)
-    assert cooldowns.check("ip", rule, "alice")
+    assert await cooldowns.check("ip", rule, "alice")
     for _ in range(29):
         fake_time.now += 1
-        assert not cooldowns.check("ip", rule, "alice")
+        assert not await cooldowns.check("ip", rule, "alice")
     fake_time.now += 1
-    assert cooldowns.check("ip", rule, "alice")
+    assert await cooldowns.check("ip", rule, "alice")
 
 
-def test_keys_and_rules_cool_down_independently(fake_time: FakeTime) -> None:
+async def test_keys_and_rules_cool_down_independently(fake_time: FakeTime) -> None:
     cooldowns = Cooldowns(clock=fake_time)
     rule = Cooldown(per="sender", seconds=30)
-    assert cooldowns.check("ip", rule, "alice")
-    assert cooldowns.check("ip", rule, "bob")
-    assert cooldowns.check("time", rule, "alice")
-    assert not cooldowns.check("ip", rule, "alice")
+    assert await cooldowns.check("ip", rule, "alice")
+    assert await cooldowns.check("ip", rule, "bob")
+    assert await cooldowns.check("time", rule, "alice")
+    assert not await cooldowns.check("ip", rule, "alice")
 
 
-def test_global_cooldown_ignores_the_key(fake_time: FakeTime) -> None:
+async def test_global_cooldown_ignores_the_key(fake_time: FakeTime) -> None:
     cooldowns = Cooldowns(clock=fake_time)
     rule = Cooldown(per="global", seconds=30)
-    assert cooldowns.check("deploy", rule, "alice")
-    assert not cooldowns.check("deploy", rule, "bob")
+    assert await cooldowns.check("deploy", rule, "alice")
+    assert not await cooldowns.check("deploy", rule, "bob")
 
 
-def test_changed_cooldown_after_reload_starts_fresh_counters(fake_time: FakeTime) -> None:
+async def test_changed_cooldown_after_reload_starts_fresh_counters(fake_time: FakeTime) -> None:
     cooldowns = Cooldowns(clock=fake_time)
-    assert cooldowns.check("ip", Cooldown(per="sender", seconds=30), "alice")
-    assert cooldowns.check("ip", Cooldown(per="sender", seconds=10), "alice")
-    assert not cooldowns.check("ip", Cooldown(per="sender", seconds=30, reply="hi"), "alice")
+    assert await cooldowns.check("ip", Cooldown(per="sender", seconds=30), "alice")
+    assert await cooldowns.check("ip", Cooldown(per="sender", seconds=10), "alice")
+    assert not await cooldowns.check("ip", Cooldown(per="sender", seconds=30, reply="hi"), "alice")
 
 
-def test_notice_is_due_once_per_window(fake_time: FakeTime) -> None:
+async def test_notice_is_due_once_per_window(fake_time: FakeTime) -> None:
     cooldowns = Cooldowns(clock=fake_time)
     rule = Cooldown(per="sender", seconds=30, reply="slow down")
-    assert cooldowns.check("ip", rule, "alice")
-    assert not cooldowns.check("ip", rule, "alice")
-    assert cooldowns.notice_due("ip", rule, "alice")
-    assert not cooldowns.notice_due("ip", rule, "alice")
+    assert await cooldowns.check("ip", rule, "alice")
+    assert not await cooldowns.check("ip", rule, "alice")
+    assert await cooldowns.notice_due("ip", rule, "alice")
+    assert not await cooldowns.notice_due("ip", rule, "alice")
     fake_time.now += 30
-    assert cooldowns.notice_due("ip", rule, "alice")
+    assert await cooldowns.notice_due("ip", rule, "alice")
 
 
 def test_key_for_picks_sender_conversation_or_global() -> None:
@@ -177,29 +177,29 @@ def test_invalid_cooldown_is_refused(per: str, seconds: float, max_hits: int) ->
         Cooldown(per=per, seconds=seconds, max_hits=max_hits)
 
 
-def test_cooldown_memory_stays_bounded_over_two_hundred_thousand_keys(
+async def test_cooldown_memory_stays_bounded_over_two_hundred_thousand_keys(
     fake_time: FakeTime,
 ) -> None:
     cooldowns = Cooldowns(clock=fake_time, max_keys=100_000)
     rule = Cooldown(per="sender", seconds=3600)
     for i in range(200_000):
-        assert cooldowns.check("ip", rule, f"user{i}")
+        assert await cooldowns.check("ip", rule, f"user{i}")
         assert len(cooldowns) <= 100_000
     assert len(cooldowns) == 100_000
-    assert not cooldowns.check("ip", rule, "user199999")  # recent keys are remembered
+    assert not await cooldowns.check("ip", rule, "user199999")  # recent keys are remembered
 
 
-def test_expired_cooldown_counters_are_pruned(fake_time: FakeTime) -> None:
+async def test_expired_cooldown_counters_are_pruned(fake_time: FakeTime) -> None:
     cooldowns = Cooldowns(clock=fake_time)
     short, long = Cooldown(per="sender", seconds=10), Cooldown(per="sender", seconds=100)
     for i in range(1000):
-        cooldowns.check("long", long, f"user{i}")
-        cooldowns.check("short", short, f"user{i}")
+        await cooldowns.check("long", long, f"user{i}")
+        await cooldowns.check("short", short, f"user{i}")
     fake_time.now += 10
-    cooldowns.check("short", short, "someone")
+    await cooldowns.check("short", short, "someone")
     assert len(cooldowns) == 1001
     fake_time.now += 90
-    cooldowns.check("short", short, "someone")
+    await cooldowns.check("short", short, "someone")
     assert len(cooldowns) == 1
 
 
@@ -303,7 +303,7 @@ async def test_cancelled_waiter_gives_its_slot_back(fake_time: FakeTime) -> None
 
 async def test_backoff_blocks_the_conversation_until_it_ends(fake_time: FakeTime) -> None:
     budget = OutboundBudget(clock=fake_time, sleep=fake_time.sleep, max_wait_s=FAR)
-    budget.backoff("cid1", 600)
+    await budget.backoff("cid1", 600)
     assert not await budget.acquire("cid1", fake_time.now + 599)
     assert await budget.acquire("cid2", fake_time.now)
     waiter = asyncio.create_task(budget.acquire("cid1", fake_time.now + 601))
@@ -319,7 +319,7 @@ async def test_backoff_during_a_wait_postpones_the_waiter(fake_time: FakeTime) -
     patient = asyncio.create_task(budget.acquire("cid1", fake_time.now + 1000))
     hurried = asyncio.create_task(budget.acquire("cid1", fake_time.now + 200))
     await fake_time.advance(30)
-    budget.backoff("cid1", 600)  # throttled until 1630
+    await budget.backoff("cid1", 600)  # throttled until 1630
     await fake_time.advance(100)
     assert not patient.done()
     assert hurried.done() and not hurried.result()
@@ -332,9 +332,9 @@ async def test_backoff_in_a_second_conversation_throttles_the_whole_robot(
     fake_time: FakeTime,
 ) -> None:
     budget = OutboundBudget(clock=fake_time, sleep=fake_time.sleep, max_wait_s=FAR)
-    budget.backoff("cid1", 600)
+    await budget.backoff("cid1", 600)
     assert await budget.acquire("cid3", fake_time.now)
-    budget.backoff("cid2", 600)
+    await budget.backoff("cid2", 600)
     assert not await budget.acquire("cid3", fake_time.now + 599)
     waiter = asyncio.create_task(budget.acquire("cid3", fake_time.now + 600))
     await fake_time.advance(600)
@@ -343,15 +343,15 @@ async def test_backoff_in_a_second_conversation_throttles_the_whole_robot(
 
 async def test_backoff_after_the_previous_one_ended_stays_local(fake_time: FakeTime) -> None:
     budget = OutboundBudget(clock=fake_time, sleep=fake_time.sleep)
-    budget.backoff("cid1", 600)
+    await budget.backoff("cid1", 600)
     fake_time.now += 600
-    budget.backoff("cid2", 600)
+    await budget.backoff("cid2", 600)
     assert await budget.acquire("cid3", fake_time.now)
 
 
 async def test_backoff_all_blocks_every_conversation(fake_time: FakeTime) -> None:
     budget = OutboundBudget(clock=fake_time, sleep=fake_time.sleep)
-    budget.backoff_all(600)
+    await budget.backoff_all(600)
     assert not await budget.acquire("cid1", fake_time.now + 599)
     assert not await budget.acquire("cid2", fake_time.now + 599)
 

@@ -202,9 +202,11 @@ class Process:
         return process
 
     @classmethod
-    async def responder(cls, config: Path, log_path: Path, timeout_s: float = 120) -> Process:
+    async def responder(
+        cls, config: Path, log_path: Path, timeout_s: float = 120, extra_args: Sequence[str] = ()
+    ) -> Process:
         argv = [sys.executable, "-m", "responder", "serve", "--config", str(config)]
-        argv += ["--port", "0", "--admin-port", "0"]
+        argv += ["--port", "0", "--admin-port", "0", *extra_args]
         return await cls.start(argv, log_path, {"DINGTALK_APP_SECRET": SECRET}, timeout_s)
 
     async def _await_listening(self, timeout_s: float) -> None:

@@ -190,6 +190,8 @@ async def test_redis_stopped_mid_run_costs_no_reply_and_is_used_again_once_back(
     for server in replicas.servers:
         assert (await server.get(session, "/-/ready"))[0] == 200
         assert server.output.count("state_backend_unavailable") == max(1, replicas.workers)
+        # The URL came from ${REDIS_URL}: its host is shown, only a password would be hidden.
+        assert f"url=redis://127.0.0.1:{redis_server.port}/0" in server.output
 
     await redis_server.start_again()
 

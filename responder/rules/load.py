@@ -81,7 +81,10 @@ def _load(path: Path, environ: Mapping[str, str], content: bytes | None, substit
         raise RulesError([_at(name, p) for p in interpolated.problems])
     sha256 = content_sha256(raw, templates_dir(path))
     ruleset = compile_ruleset(path, doc, interpolated.data, sha256, text)
-    return replace(ruleset, secrets=ruleset.secrets | interpolated.values)
+    # A Redis URL from ${REDIS_URL} is shown (as display_url) with its password, already among
+    # ruleset.secrets, hidden: the host an operator needs to see is not a secret.
+    shown = {ruleset.state.url} if ruleset.state.url else set()
+    return replace(ruleset, secrets=ruleset.secrets | (interpolated.values - shown))
 
 
 def _settle(path: Path, settle_s: float) -> None:

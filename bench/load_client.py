@@ -33,7 +33,7 @@ async def client(
     sent = 0
     while time.monotonic() < deadline:
         sent += 1
-        msg_id = f"{worker}-{sent}"
+        msg_id = f"{load.run}-{worker}-{sent}"
         body = json.dumps(
             common.callback_body(load.text.replace("ID", msg_id), f"load-{msg_id}", load.webhook)
         )
@@ -52,6 +52,7 @@ async def client(
 class Load:
     webhook: str
     text: str
+    run: str  # in every id: a msgId repeated across runs would be a redelivery, not a message
 
 
 async def generate(url: str, load: Load, connections: int, duration_s: float) -> dict[str, float]:
@@ -79,8 +80,9 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--duration", type=float, default=10)
     parser.add_argument("--text", default="ping ID", help="what each callback says; ID becomes its id")
+    parser.add_argument("--run", default="run1", help="a tag that keeps ids unique across runs")
     args = parser.parse_args()
-    load = Load(args.webhook, args.text)
+    load = Load(args.webhook, args.text, args.run)
     result = asyncio.run(generate(args.url, load, args.connections, args.duration))
     print("load_result " + json.dumps(result), flush=True)
     return 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import re
 import shutil
@@ -64,9 +65,10 @@ class LoadResult:
         return self.requests / self.duration_s if self.duration_s else 0.0
 
 
-def wrk_script(webhook: str, text: str) -> str:
-    """A wrk Lua script: precomputed signed headers, a unique id per request (thread id + counter)
-    wherever the marker stands in the body (msgId, conversationId, and `ID` in the text)."""
+def wrk_script(webhook: str, text: str, run: str) -> str:
+    """A wrk Lua script: precomputed signed headers, a unique id per request (run, thread id and
+    counter) wherever the marker stands in the body (msgId, conversationId, and `ID` in the text).
+    The run tag keeps ids unique across runs: a repeated msgId is a redelivery, answered by dedupe."""
     marker = "\x00ID\x00"
     said = text.replace("ID", marker)
     body = json.dumps(common.callback_body(said, f"wrk-{marker}", webhook), ensure_ascii=False)
@@ -85,7 +87,7 @@ function setup(thread)
 end
 function request()
   counter = counter + 1
-  local id = tid .. "-" .. counter
+  local id = "{run}-" .. tid .. "-" .. counter
   return wrk.format("POST", "{common.CALLBACK_PATH}", headers, table.concat(parts, id))
 end
 function done(summary, latency, requests)
@@ -114,9 +116,10 @@ async def run_wrk(args: argparse.Namespace, url: str, script: Path) -> LoadResul
     )
 
 
-async def run_python_load(args: argparse.Namespace, url: str, webhook: str) -> LoadResult:
+async def run_python_load(args: argparse.Namespace, url: str, webhook: str, run: str) -> LoadResult:
     argv = [sys.executable, str(LOAD_CLIENT), url + common.CALLBACK_PATH, webhook]
     argv += ["--connections", str(args.connections), "--duration", str(args.duration), "--text", args.text]
+    argv += ["--run", run]
     proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE)
     out, _ = await asyncio.wait_for(proc.communicate(), args.duration + 60)
     line = next((x for x in out.decode().splitlines() if x.startswith("load_result ")), None)
@@ -149,13 +152,15 @@ RELOAD_STALL_LIMIT_MS, LOAD_VS_YAML_LIMIT, MATCH_FLAT_LIMIT, RSS_LIMIT = 50.0, 3
 async def http_section(args: argparse.Namespace, folder: Path) -> None:
     use_wrk = args.loadgen == "wrk" or (args.loadgen == "auto" and shutil.which("wrk"))
     sink = await common.Sink(record=False).start()
-    script = folder / "callback.lua"
-    script.write_text(wrk_script(sink.webhook, args.text))
+    runs = itertools.count(1)
 
     async def load(url: str) -> LoadResult:
-        if use_wrk:
-            return await run_wrk(args, url, script)
-        return await run_python_load(args, url, sink.webhook)
+        run = f"run{next(runs)}"
+        if not use_wrk:
+            return await run_python_load(args, url, sink.webhook, run)
+        script = folder / f"{run}.lua"
+        script.write_text(wrk_script(sink.webhook, args.text, run))
+        return await run_wrk(args, url, script)
 
     gen = f"wrk -t{args.threads} -c{args.connections}" if use_wrk else f"python aiohttp c={args.connections}"
     print(

@@ -167,6 +167,8 @@ async def http_section(args: argparse.Namespace, folder: Path) -> None:
         f"\n== http: signed {args.text!r} callbacks, {gen}, {args.duration}s per run, "
         f"{args.rounds} round(s) =="
     )
+    if not shutil.which("redis-server"):
+        raise SystemExit("the http section's --workers 2 row needs redis-server: apt install redis-server")
     redis = await RedisServer.start(folder)
     servers = await _http_servers(folder, sink, redis.url)
     try:

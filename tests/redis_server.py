@@ -13,7 +13,9 @@ import shutil
 import socket
 from pathlib import Path
 
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+import pytest
+
+REDIS_SERVER = shutil.which("redis-server")
 _READY = b"Ready to accept connections"
 
 
@@ -34,6 +36,8 @@ class RedisServer:
 
     @classmethod
     async def start(cls, folder: Path, password: str = "") -> RedisServer:
+        if REDIS_SERVER is None:  # .ci/run installs it; a newcomer's machine may not have it
+            pytest.skip("needs Debian's redis-server (apt-get install redis-server)")
         server = cls(folder, free_port(), password)
         await server.start_again()
         return server
@@ -50,6 +54,7 @@ class RedisServer:
     async def start_again(self, timeout: float = 10.0) -> None:
         """Start (again) on the same port; returns once it accepts connections."""
         assert not self.running
+        assert REDIS_SERVER is not None, "start() skips without redis-server"
         argv = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
         argv += ["no", "--dir", str(self.folder), "--daemonize", "no", "--loglevel", "notice"]
         if self.password:

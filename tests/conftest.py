@@ -27,6 +27,7 @@ from responder.rules.model import RuleSet
 from responder.rules.store import RuleStore
 from responder.serve import HANDLER_OPTIONS
 from responder.settings import AppOptions
+from tests.fake_openapi import FakeOpenApi
 from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,6 +150,16 @@ async def sink(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Sink:
 async def trap(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Sink:
     """A server that must never be contacted."""
     return await _recording_server(aiohttp_server)
+
+
+@pytest.fixture
+async def openapi(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> AsyncIterator[FakeOpenApi]:
+    """DingTalk's OpenAPI as a local fake, served; a hanging send is let go at teardown."""
+    fake = FakeOpenApi()
+    server = await aiohttp_server(fake.app)
+    fake.base = str(server.make_url("")).rstrip("/")
+    yield fake
+    fake.release()
 
 
 @pytest.fixture

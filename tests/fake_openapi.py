@@ -125,6 +125,7 @@ class FakeOpenApi:
     invalid_staff_ids: set[str] = field(default_factory=set)
     flow_controlled_staff_ids: set[str] = field(default_factory=set)
     calls: list[Call] = field(default_factory=list)
+    base: str = ""  # where it listens, once served (the `openapi` fixture in conftest sets it)
 
     def __post_init__(self) -> None:
         self.robot_code = self.robot_code or self.app_key

@@ -8,16 +8,14 @@ import datetime
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
 
 from responder.cli import main
 from tests.conftest import ROOT
-from tests.fake_openapi import APP_KEY, APP_SECRET, FakeOpenApi, Fault
+from tests.fake_openapi import APP_KEY, APP_SECRET, Fault
 
 RULES = """\
 dingtalk:
@@ -139,15 +137,6 @@ def test_send_needs_a_target_and_one_of_text_or_template(
         1,
         "responder send: sending needs dingtalk.client_id and client_secret (the app's AppKey/AppSecret)\n",
     )
-
-
-@pytest.fixture
-async def openapi(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Any:
-    fake = FakeOpenApi()
-    server = await aiohttp_server(fake.app)
-    fake.base = str(server.make_url("")).rstrip("/")
-    yield fake
-    fake.release()
 
 
 async def send(rules: Path, openapi: Any, *argv: str) -> tuple[int, str]:

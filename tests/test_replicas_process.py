@@ -16,10 +16,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
 from tests.conftest import SECRET, RulesWriter, Sink, callback_body
-from tests.fake_openapi import APP_KEY, APP_SECRET, FakeOpenApi
+from tests.fake_openapi import APP_KEY, APP_SECRET
 from tests.redis_server import RedisServer
 from tests.replicas import Replicas
 
@@ -138,15 +137,6 @@ async def test_a_cooldown_set_on_one_holds_on_the_other(
     assert both_took_part(counts, replicas), counts
     texts = [(await sink.next())["json"]["text"]["content"] for _ in range(sink.count)]
     assert texts == ["203.0.113.7", "Slow down, please."]
-
-
-@pytest.fixture
-async def openapi(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> AsyncIterator[FakeOpenApi]:
-    fake = FakeOpenApi()
-    server = await aiohttp_server(fake.app)
-    fake.base = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
-    yield fake
-    fake.release()
 
 
 async def test_an_every_second_schedule_fires_once_per_slot(

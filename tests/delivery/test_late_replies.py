@@ -7,15 +7,14 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from tests.conftest import ClientFactory, RulesWriter, Sink, callback_body, pipeline, signed_headers
-from tests.fake_openapi import APP_KEY, APP_SECRET, FakeOpenApi
+from tests.fake_openapi import APP_KEY, APP_SECRET
 
 RULES = """
 dingtalk:
@@ -39,15 +38,6 @@ rules:
       - {title: one, url: "https://example.com/1", picture: "https://example.com/1.png"}
 """
 ENV = {"CLIENT_ID": APP_KEY, "CLIENT_SECRET": APP_SECRET}
-
-
-@pytest.fixture
-async def openapi(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Any:
-    fake = FakeOpenApi()
-    server = await aiohttp_server(fake.app)
-    fake.base = str(server.make_url("")).rstrip("/")
-    yield fake
-    fake.release()
 
 
 @pytest.fixture

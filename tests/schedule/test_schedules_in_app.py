@@ -5,17 +5,16 @@ timing and retimes a changed one; /-/status and the metrics show them."""
 from __future__ import annotations
 
 import datetime
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from responder import keys
 from responder.schedule.service import SCHEDULER
 from tests.conftest import ClientFactory, RulesWriter, eventually
-from tests.fake_openapi import APP_KEY, APP_SECRET, FakeOpenApi, Fault
+from tests.fake_openapi import APP_KEY, APP_SECRET, Fault
 
 ENV = {"CLIENT_ID": APP_KEY, "CLIENT_SECRET": APP_SECRET}
 RULES = """
@@ -40,15 +39,6 @@ schedules:
     msgtype: text
     body: Weekly reminder
 """
-
-
-@pytest.fixture
-async def openapi(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Any:
-    fake = FakeOpenApi()
-    server = await aiohttp_server(fake.app)
-    fake.base = str(server.make_url("")).rstrip("/")
-    yield fake
-    fake.release()
 
 
 @pytest.fixture

@@ -7,16 +7,15 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from responder import keys
 from tests.conftest import ROOT, ClientFactory, RulesWriter, pipeline
-from tests.fake_openapi import APP_KEY, APP_SECRET, FakeOpenApi, Fault
+from tests.fake_openapi import APP_KEY, APP_SECRET, Fault
 
 TOKEN = "alert-token-0123456789"
 CI_TOKEN = "ci-token-0123456789abc"
@@ -68,15 +67,6 @@ def alert(severity: str = "warning", status: str = "firing", name: str = "HighLa
         "commonLabels": {"alertname": name, "severity": severity},
         "alerts": [{"status": status, "labels": {"alertname": name, "severity": severity}}],
     }
-
-
-@pytest.fixture
-async def openapi(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Any:
-    fake = FakeOpenApi()
-    server = await aiohttp_server(fake.app)
-    fake.base = str(server.make_url("")).rstrip("/")
-    yield fake
-    fake.release()
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ Part of the compiler (rules/compile.py), which hands itself in for positions and
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from responder.dingtalk.openapi import sendable_reason
 from responder.rules import yamldoc
@@ -20,6 +20,7 @@ from responder.sources.base import SourceSpec
 if TYPE_CHECKING:
     from responder.rules.compile import _Compiler
 
+T = TypeVar("T")
 MIN_TOKEN_CHARS = 16
 # Announcements mention nobody: the OpenAPI cannot @-mention.
 _NO_MENTION = {"at_sender": False}
@@ -31,17 +32,31 @@ def compile_pushes(
     sources: Mapping[str, SourceSpec],
     speaks: bool,
 ) -> Mapping[str, Push]:
-    pushes: dict[str, Push] = {}
+    def build(at: yamldoc.Path, spec: Mapping[str, Any], label: str) -> Push | None:
+        return _push(compiler, at, spec, sources, label, speaks)
+
+    return MappingProxyType(_by_name(compiler, "pushes", "push", specs, build))
+
+
+def _by_name(
+    compiler: _Compiler,
+    section: str,
+    kind: str,
+    specs: Sequence[Mapping[str, Any]],
+    build: Callable[[yamldoc.Path, Mapping[str, Any], str], T | None],
+) -> dict[str, T]:
+    """Each spec of `section` built under its name, in file order; a name used twice is a problem
+    at the second one, which is not built."""
+    built: dict[str, T] = {}
     for index, spec in enumerate(specs):
-        at: yamldoc.Path = ("pushes", index)
-        label = f"push {spec['name']!r}: "
-        if spec["name"] in pushes:
-            compiler.problem((*at, "name"), f"push name {spec['name']!r} is already used")
+        at: yamldoc.Path = (section, index)
+        if spec["name"] in built:
+            compiler.problem((*at, "name"), f"{kind} name {spec['name']!r} is already used")
             continue
-        push = _push(compiler, at, spec, sources, label, speaks)
-        if push is not None:
-            pushes[spec["name"]] = push
-    return MappingProxyType(pushes)
+        item = build(at, spec, f"{kind} {spec['name']!r}: ")
+        if item is not None:
+            built[spec["name"]] = item
+    return built
 
 
 def _push(
@@ -78,16 +93,10 @@ def compile_schedules(
     sources: Mapping[str, SourceSpec],
     speaks: bool,
 ) -> tuple[Schedule, ...]:
-    schedules: dict[str, Schedule] = {}
-    for index, spec in enumerate(specs):
-        at: yamldoc.Path = ("schedules", index)
-        if spec["name"] in schedules:
-            compiler.problem((*at, "name"), f"schedule name {spec['name']!r} is already used")
-            continue
-        schedule = _schedule(compiler, at, spec, sources, f"schedule {spec['name']!r}: ", speaks)
-        if schedule is not None:
-            schedules[spec["name"]] = schedule
-    return tuple(schedules.values())
+    def build(at: yamldoc.Path, spec: Mapping[str, Any], label: str) -> Schedule | None:
+        return _schedule(compiler, at, spec, sources, label, speaks)
+
+    return tuple(_by_name(compiler, "schedules", "schedule", specs, build).values())
 
 
 def _schedule(

@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -27,6 +27,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # bench scripts run as files; responder need not be installed
 
 from tests import conftest as test_helpers  # noqa: E402  (the suite's helpers, not copies)
+
+if TYPE_CHECKING:
+    from responder.dingtalk import Message
+    from responder.engine.matching import Matcher
 
 SECRET = "bench-app-secret-not-real"
 CALLBACK_PATH = "/dingtalk/callback"
@@ -289,6 +293,19 @@ def slope_per_minute(points: Sequence[tuple[float, float]]) -> float:
     if spread == 0:
         return 0.0
     return 60 * sum((t - mean_t) * (v - mean_v) for t, v in points) / spread
+
+
+def ns_per_find(matcher: Matcher, message: Message, expected: str, loops: int) -> float:
+    """Best-of-5 ns per matcher.find(message); checks the answer so a broken case cannot look fast."""
+    found = matcher.find(message)
+    assert found is not None and found.rule.name == expected, (expected, found)
+    best = float("inf")
+    for _ in range(5):
+        began = time.perf_counter_ns()
+        for _ in range(loops):
+            matcher.find(message)
+        best = min(best, (time.perf_counter_ns() - began) / loops)
+    return best
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -34,7 +34,6 @@ import common
 import yaml
 
 from responder.cli import sample_message
-from responder.dingtalk import Message
 from responder.engine.matching import Matcher
 from responder.rules.load import load_rules
 from tests.redis_server import RedisServer
@@ -277,19 +276,6 @@ def _target(label: str, figure: float, target: float, *, at_least: bool) -> None
 # ---- matching cost ------------------------------------------------------------------------------
 
 
-def time_find(matcher: Matcher, message: Message, expected: str, loops: int) -> float:
-    """Best-of-5 ns per matcher.find(message); checks the answer so a broken case cannot look fast."""
-    found = matcher.find(message)
-    assert found is not None and found.rule.name == expected, (expected, found)
-    best = float("inf")
-    for _ in range(5):
-        began = time.perf_counter_ns()
-        for _ in range(loops):
-            matcher.find(message)
-        best = min(best, (time.perf_counter_ns() - began) / loops)
-    return best
-
-
 def matching_section(args: argparse.Namespace, folder: Path) -> None:
     print(f"\n== matching: ns per matcher.find (best of 5), ratio to 10 rules; +{SCANNED} scanned means")
     print(f"   {SCANNED} contains/regex rules of higher priority, all tried before the keyword index ==")
@@ -310,10 +296,10 @@ def matching_section(args: argparse.Namespace, folder: Path) -> None:
         hit = sample_message(f"k{count - 1}", "Bench", "bench", True, False)
         miss = sample_message("nothing in the rules says this", "Bench", "bench", True, False)
         figures = [
-            time_find(keywords_only, hit, f"r{count - 1}", args.loops),
-            time_find(keywords_only, miss, "unknown", args.loops),
-            time_find(ruleset.matcher, hit, f"r{count - 1}", args.loops),
-            time_find(ruleset.matcher, miss, "unknown", args.loops),
+            common.ns_per_find(keywords_only, hit, f"r{count - 1}", args.loops),
+            common.ns_per_find(keywords_only, miss, "unknown", args.loops),
+            common.ns_per_find(ruleset.matcher, hit, f"r{count - 1}", args.loops),
+            common.ns_per_find(ruleset.matcher, miss, "unknown", args.loops),
         ]
         base = base or figures
         flatness = max(f / b for f, b in zip(figures, base, strict=True))

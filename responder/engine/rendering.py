@@ -96,18 +96,24 @@ _IMPURE_FILTERS = frozenset({"random", "shuffle"})
 MAX_MEMO_ENTRIES = 64
 
 
-def stable_reads(environment: jinja2.Environment, sources: Sequence[str]) -> StableReads | None:
-    """StableReads when the templates with these `sources` read only STABLE_NAMES (and globals),
-    include nothing and call no impure filter; None otherwise."""
-    reads: set[str] = set()
-    for source in sources:
-        ast = environment.parse(source)
-        if any(True for _ in meta.find_referenced_templates(ast)):
+def template_reads(environment: jinja2.Environment, ast: nodes.Template) -> frozenset[str] | None:
+    """The names a parsed template reads (globals aside); None if it includes or imports another
+    template or calls an impure filter, since then what it reads cannot be told from its text."""
+    if any(True for _ in meta.find_referenced_templates(ast)):
+        return None
+    if any(node.name in _IMPURE_FILTERS for node in ast.find_all(nodes.Filter)):
+        return None
+    return frozenset(meta.find_undeclared_variables(ast) - set(environment.globals))
+
+
+def stable_reads(reads: Sequence[frozenset[str] | None]) -> StableReads | None:
+    """StableReads when a reply's templates, each's template_reads, read only STABLE_NAMES."""
+    names: set[str] = set()
+    for read in reads:
+        if read is None:
             return None
-        if any(node.name in _IMPURE_FILTERS for node in ast.find_all(nodes.Filter)):
-            return None
-        reads |= meta.find_undeclared_variables(ast) - set(environment.globals)
-    return StableReads("rules" in reads) if reads <= STABLE_NAMES else None
+        names |= read
+    return StableReads("rules" in names) if names <= STABLE_NAMES else None
 
 
 def build_context(

@@ -24,6 +24,7 @@ from responder.engine.rendering import (
     inline_origin,
     make_environment,
     stable_reads,
+    template_reads,
 )
 from responder.rules import schema, yamldoc
 from responder.rules.announce import compile_pushes, compile_schedules
@@ -61,7 +62,9 @@ class _Compiler:
         self.doc = doc
         self.data = data
         self.templates = path.parent / "templates"
-        self.env = make_environment(TemplateFiles(self.templates))
+        self.template_files = TemplateFiles(self.templates)
+        self.env = make_environment(self.template_files)
+        self._file_reads: dict[str, frozenset[str] | None] = {}
         self.problems: list[Problem] = []
 
     def run(self, sha256: str) -> RuleSet:
@@ -95,6 +98,13 @@ class _Compiler:
             schedules=schedules,
             secrets=frozenset(filter(None, [url_password(state.url)])),
         )
+
+    def file_reads(self, name: str) -> frozenset[str] | None:
+        """template_reads of a template file that compiled, once per file however many rules use it."""
+        if name not in self._file_reads:
+            source = self.template_files.get_source(self.env, name)[0]
+            self._file_reads[name] = template_reads(self.env, self.env.parse(source))
+        return self._file_reads[name]
 
     def problem(self, path: yamldoc.Path, message: str, *, at_key: bool = False) -> None:
         """Record a problem at the value of `path`, or at its key (`at_key`: for unwanted keys)."""
@@ -249,9 +259,9 @@ class _Compiler:
             at_sender=spec.get("at_sender", defaults["at_sender"]),
         )
         # A source (and its on_error) is per message; anything else may be kept per snapshot.
-        if "source" in spec or "on_error" in spec or t.sources is None:
+        if "source" in spec or "on_error" in spec:
             return reply
-        return replace(reply, stable=stable_reads(self.env, t.sources))
+        return replace(reply, stable=stable_reads(t.reads))
 
     def check_unique(self, rules: list[Rule]) -> None:
         specs = self.data["rules"]
@@ -282,8 +292,8 @@ class _TemplateCompiler:
         self.at = at
         self.spec = spec
         self.label = label
-        # Every template's text, for stable_reads; None once one could not be read back.
-        self.sources: list[str] | None = []
+        # What each compiled template reads, for stable_reads.
+        self.reads: list[frozenset[str] | None] = []
 
     def body(self) -> jinja2.Template | None:
         return self.file("template") if "template" in self.spec else self.inline("body")
@@ -296,10 +306,12 @@ class _TemplateCompiler:
         env = self.owner.env
         try:
             # Named after where it is written, so a render failure can say file:line.
-            code = env.compile(source, filename=inline_origin(self.owner.file, self.first_line(path)))
+            origin = inline_origin(self.owner.file, self.first_line(path))
+            ast = env.parse(source, filename=origin)
+            reads = template_reads(env, ast)  # before compiling, which folds constants in the tree
+            code = env.compile(ast, filename=origin)
             template = env.template_class.from_code(env, code, env.make_globals(None))
-            if self.sources is not None:
-                self.sources.append(source)
+            self.reads.append(reads)
             return template
         except jinja2.TemplateSyntaxError as exc:
             self.inline_problem(path, exc)
@@ -318,7 +330,7 @@ class _TemplateCompiler:
             return None
         try:
             template = self.owner.env.get_template(name)
-            self._keep_source(name)
+            self.reads.append(self.owner.file_reads(name))
             return template
         except jinja2.TemplateSyntaxError as exc:
             where = exc.filename or str(self.owner.templates / name)
@@ -336,13 +348,6 @@ class _TemplateCompiler:
             where = str(self.owner.templates / name)
             self.owner.problems.append(Problem(where, 1, 1, f"{self.label}{_cannot_compile(exc)}"))
         return None
-
-    def _keep_source(self, name: str) -> None:
-        loader = self.owner.env.loader
-        if self.sources is None or loader is None:
-            self.sources = None
-            return
-        self.sources.append(loader.get_source(self.owner.env, name)[0])
 
     def button(self, path: yamldoc.Path, spec: Mapping[str, str] | None) -> ButtonTemplate | None:
         if spec is None:

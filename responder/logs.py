@@ -93,8 +93,6 @@ class Redactor:
 class _Sink(Protocol):
     failures: int
 
-    def write(self, record: logging.LogRecord) -> None: ...
-
     def write_all(self, records: Sequence[logging.LogRecord]) -> None: ...
 
     def close(self) -> None: ...
@@ -107,9 +105,6 @@ class _StreamSink:
         self.failures = 0
         self._stream = stream
         self._render = render
-
-    def write(self, record: logging.LogRecord) -> None:
-        self.write_all([record])
 
     def write_all(self, records: Sequence[logging.LogRecord]) -> None:
         """One write and one flush for everything queued: a busy server logs a line per message."""
@@ -147,16 +142,13 @@ class _RotatingFileSink(RotatingFileHandler):
     def handleError(self, record: logging.LogRecord) -> None:
         self.failures += 1
         if self._fallback is not None:
-            self._fallback.write(record)
+            self._fallback.write_all([record])
 
     def close(self) -> None:
         try:
             super().close()
         except OSError:  # the final flush can hit the same full disk
             self.failures += 1
-
-    def write(self, record: logging.LogRecord) -> None:
-        self.handle(record)
 
     def write_all(self, records: Sequence[logging.LogRecord]) -> None:
         for record in records:

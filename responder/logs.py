@@ -6,8 +6,7 @@ rotating file. A full queue drops records and counts them. Only `cli` calls `set
 
 from __future__ import annotations
 
-import copy
-import json
+import functools
 import logging
 import math
 import queue
@@ -22,6 +21,8 @@ from logging.handlers import QueueHandler, RotatingFileHandler
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, Protocol, TextIO
+
+from responder.jsontext import dumps
 
 log = logging.getLogger(__name__)
 
@@ -240,8 +241,10 @@ class LoggingHandle:
         sinks: Sequence[_Sink],
         level: int,
         secrets: Sequence[str] = (),
+        restore: Callable[[], None] = lambda: None,
     ) -> None:
         self._handler = handler
+        self._restore = restore
         self._base_secrets = tuple(secrets)
         self._malformed = MalformedRequests()
         logging.getLogger("aiohttp.server").addFilter(self._malformed)
@@ -278,6 +281,7 @@ class LoggingHandle:
         root.removeHandler(self._handler)
         logging.getLogger("aiohttp.server").removeFilter(self._malformed)
         root.setLevel(self._previous_level)
+        self._restore()
         self._handler.flush_drop_report()
         if not self._writer.stop(timeout_s):
             return False
@@ -322,10 +326,23 @@ def setup_logging(
     writer = _Writer(records, sinks)
     writer.start()
     root = logging.getLogger()
-    handle = LoggingHandle(handler, writer, sinks, root.level, secrets)
+    handle = LoggingHandle(handler, writer, sinks, root.level, secrets, _skip_unrendered_attributes())
     root.setLevel(levelno)
     root.addHandler(handler)
     return handle
+
+
+def _skip_unrendered_attributes() -> Callable[[], None]:
+    """Stop every LogRecord looking up its caller's frame, thread and process, which no renderer
+    writes (the switches logging's HOWTO lists under "Optimization"). Returns how to undo it."""
+    saved = logging._srcfile, logging.logThreads, logging.logProcesses, logging.logMultiprocessing
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+
+    def restore() -> None:
+        logging._srcfile, logging.logThreads, logging.logProcesses, logging.logMultiprocessing = saved
+
+    return restore
 
 
 def _parse_level(level: str) -> int:
@@ -367,7 +384,8 @@ def _is_tty(stream: TextIO) -> bool:
 
 def _freeze(record: logging.LogRecord, redactor: Redactor) -> logging.LogRecord:
     """Copy with the message, traceback and extras rendered now: args may change after return."""
-    frozen = copy.copy(record)
+    frozen = object.__new__(type(record))  # copy.copy's reduce protocol costs more than the rest
+    frozen.__dict__.update(vars(record))
     frozen.msg = redactor.redact(record.getMessage())
     frozen.message = frozen.msg
     frozen.args = None
@@ -379,7 +397,8 @@ def _freeze(record: logging.LogRecord, redactor: Redactor) -> logging.LogRecord:
 
 
 def _extra_fields(attrs: Mapping[str, object], redactor: Redactor) -> dict[str, object]:
-    return {k: _field_value(v, redactor) for k, v in attrs.items() if k not in _STANDARD_ATTRS}
+    extras = attrs.keys() - _STANDARD_ATTRS  # usually none: skip the per-attribute loop
+    return {k: _field_value(v, redactor) for k, v in attrs.items() if k in extras} if extras else {}
 
 
 def _exception_text(record: logging.LogRecord, redactor: Redactor) -> str | None:
@@ -457,7 +476,13 @@ class MalformedRequests(logging.Filter):
 def format_timestamp(created: float) -> str:
     """ISO-8601 UTC with milliseconds, e.g. 2026-11-29T02:20:47.123Z."""
     seconds, millis = divmod(int(created * 1000), 1000)
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{millis:03d}Z"
+    return f"{_utc_second(seconds)}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _utc_second(seconds: int) -> str:
+    """A busy server logs many lines per second: strftime once per second, not once per line."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def render_json(record: logging.LogRecord) -> str:
@@ -475,8 +500,8 @@ def render_json(record: logging.LogRecord) -> str:
         body[f"extra_{key}" if key in _JSON_KEYS else key] = value
     if record.exc_text:
         body["exc"] = record.exc_text
-    # json escapes C0 controls; these it leaves raw, and some readers split lines on them.
-    return _JSON_UNSAFE.sub(_json_escape_char, json.dumps(body, ensure_ascii=False))
+    # JSON escapes C0 controls; these it leaves raw, and some readers split lines on them.
+    return _JSON_UNSAFE.sub(_json_escape_char, dumps(body).decode())
 
 
 def render_human(record: logging.LogRecord, *, colour: bool = False) -> str:

@@ -215,7 +215,7 @@ def test_file_rotates_at_max_bytes_and_keeps_only_backups(handles, logger, tmp_p
     files = sorted(tmp_path.iterdir())
     assert [f.name for f in files] == ["responder.log", "responder.log.1", "responder.log.2"]
     assert all(0 < f.stat().st_size <= 600 for f in files)
-    assert '"msg": "reply_sent n=059"' in path.read_text()
+    assert '"msg":"reply_sent n=059"' in path.read_text()
     assert capsys.readouterr().err == ""  # a log file replaces stderr unless a stream is passed
 
 

@@ -20,11 +20,11 @@ from responder.dingtalk.reply import (
     FeedLink,
     Mention,
     Reply,
-    dumps,
     encode_reply,
     mentioned_text,
 )
 from responder.dingtalk.signature import SignatureError, sign, verify_signature
+from responder.jsontext import dumps
 
 __all__ = [
     "MAX_REPLY_BYTES",

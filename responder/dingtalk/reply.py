@@ -7,11 +7,12 @@ See shared/dingtalk-protocol.md section 4.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
+
+from responder.jsontext import dumps
 
 MAX_REPLY_BYTES = 20_000
 TRUNCATION_MARKER = "\n\n…(truncated)"
@@ -100,10 +101,6 @@ def _shorten(reply: Reply, fits: Fits) -> Reply:
         reply = _cut(value, rebuild, marker, fits)
         field += 1
     return reply
-
-
-def dumps(body: Mapping[str, Any]) -> bytes:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _fits(reply: Reply, max_bytes: int) -> bool:

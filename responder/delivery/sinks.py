@@ -113,12 +113,10 @@ class ResponseSink:
         late = late_route(self._late, message, ruleset)
         return Route(time.monotonic(), self._keep, self._name, late, on_late=self._decided.set)
 
-    async def answer(self, handling: Awaitable[object]) -> dict[str, Any] | None:
+    async def answer(self, handling: asyncio.Future[Any]) -> dict[str, Any] | None:
         """The body for the HTTP response, as soon as it is known (the message may go on late)."""
-        decided = asyncio.ensure_future(self._decided.wait())
-        finished = asyncio.ensure_future(handling)
-        await asyncio.wait({decided, finished}, return_when=asyncio.FIRST_COMPLETED)
-        decided.cancel()
+        handling.add_done_callback(lambda _: self._decided.set())  # no reply at all decides too
+        await self._decided.wait()
         return self.body
 
     async def _keep(self, reply: Reply) -> Delivery:

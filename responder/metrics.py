@@ -155,6 +155,26 @@ class Metrics:
             ["schedule"],
             registry=r,
         )
+        # Children of the per-message counters, looked up once: labels() validates and locks.
+        self._handled: dict[tuple[str, str], tuple[Counter, Counter]] = {}
+        self._statuses: dict[int, Counter] = {}
+
+    def count_handled(self, rule: str, outcome: str) -> None:
+        """One message ended: `messages{outcome}` and `replies{rule, result}`."""
+        children = self._handled.get((rule, outcome))
+        if children is None:
+            children = self._handled[rule, outcome] = (
+                self.messages.labels(outcome),
+                self.replies.labels(rule, outcome),
+            )
+        children[0].inc()
+        children[1].inc()
+
+    def count_request(self, status: int) -> None:
+        child = self._statuses.get(status)
+        if child is None:
+            child = self._statuses[status] = self.requests.labels(str(status))
+        child.inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

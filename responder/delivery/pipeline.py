@@ -239,8 +239,7 @@ class Pipeline:
             handled.via or via,
             latency_ms,
         )
-        self._metrics.messages.labels(handled.outcome).inc()
-        self._metrics.replies.labels(handled.rule or "", handled.outcome).inc()
+        self._metrics.count_handled(handled.rule or "", handled.outcome)
         return handled
 
     async def wait_idle(self) -> None:

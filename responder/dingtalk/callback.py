@@ -133,7 +133,7 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     if _nesting_depth(text) > MAX_JSON_DEPTH:
         raise MessageError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        payload = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
+        payload = _DECODER.decode(text)
     except DuplicateKeyError as exc:
         raise MessageError(f"duplicate key {exc.key!r} in the JSON body") from None
     except json.JSONDecodeError as exc:
@@ -304,6 +304,7 @@ def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return mapping
 
 
+_DECODER = json.JSONDecoder(object_pairs_hook=_refuse_duplicate_keys)  # stateless: one for all
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _JSON_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 

@@ -60,6 +60,8 @@ async def read_json_body(request: web.Request, limit: int) -> bytes:
         )
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit)
+    if request.content.is_eof():  # the whole body is buffered already: nothing to time out
+        return await _read_capped(request.content, limit)
     try:
         async with asyncio.timeout(request.app[keys.OPTIONS].body_timeout_s):
             return await _read_capped(request.content, limit)
@@ -105,10 +107,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except MessageError as exc:
         response = web.json_response({"error": "bad_request", "reason": str(exc)}, status=400)
     except web.HTTPException as exc:
-        metrics.requests.labels(str(exc.status)).inc()
+        metrics.count_request(exc.status)
         raise
     except Exception:
         log.exception("request_failed path=%s", quoted(request.path))
         response = web.json_response({"error": "internal_error"}, status=500)
-    metrics.requests.labels(str(response.status)).inc()
+    metrics.count_request(response.status)
     return response

@@ -6,9 +6,10 @@ not cover, so it is untrusted: a URL that fails the allow-list is never connecte
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -75,7 +76,7 @@ def send_deadline(message: Message, now_ms: int) -> float:
     return monotonic_deadline(message.session_webhook_expires_ms, now_ms, time.monotonic())
 
 
-def check_session_webhook(url: str, origins: Sequence[str], expires_ms: int | None, now_ms: int) -> URL:
+def check_session_webhook(url: str, origins: tuple[str, ...], expires_ms: int | None, now_ms: int) -> URL:
     """The parsed URL if it may be used. Raises Undeliverable naming the reason."""
     if not url:
         raise Undeliverable("webhook_missing")
@@ -88,7 +89,7 @@ def check_session_webhook(url: str, origins: Sequence[str], expires_ms: int | No
         raise Undeliverable("webhook_not_absolute_http")
     if parsed.user is not None or parsed.password is not None or "@" in (parsed.raw_authority or ""):
         raise Undeliverable("webhook_userinfo")
-    if _origin(parsed.scheme, parsed.host or "", port) not in {_parse_origin(o) for o in origins}:
+    if _origin(parsed.scheme, parsed.host or "", port) not in _allowed_origins(origins):
         raise Undeliverable("webhook_origin_not_allowed")
     if parsed.path != SESSION_PATH or parsed.fragment:
         raise Undeliverable("webhook_path_not_allowed")
@@ -99,6 +100,11 @@ def check_session_webhook(url: str, origins: Sequence[str], expires_ms: int | No
 
 def _origin(scheme: str, host: str, port: int | None) -> tuple[str, str, int | None]:
     return scheme.lower(), host.lower().rstrip("."), port
+
+
+@functools.lru_cache(maxsize=8)  # one entry per snapshot's policy: parsed once, not per reply
+def _allowed_origins(origins: tuple[str, ...]) -> frozenset[tuple[str, str, int | None]]:
+    return frozenset(_parse_origin(origin) for origin in origins)
 
 
 def _parse_origin(origin: str) -> tuple[str, str, int | None]:

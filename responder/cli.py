@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.metadata
 import logging
 import os
 import sys
@@ -575,7 +574,7 @@ def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     except ImportError:
         log.info("event_loop name=asyncio")
         return None
-    log.info("event_loop name=uvloop version=%s", importlib.metadata.version("uvloop"))
+    log.info("event_loop name=uvloop version=%s", uvloop.__version__)  # type: ignore[attr-defined]
     return uvloop.new_event_loop
 
 

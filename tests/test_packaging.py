@@ -1,4 +1,4 @@
-"""The distribution's name, version lookup and license agree with pyproject.toml."""
+"""The distribution's name, version and license agree with pyproject.toml and the installed metadata."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from tests.conftest import REPO
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
 
 
-def test_version_is_looked_up_under_the_distributions_own_name() -> None:
-    # `responder` on PyPI is an unrelated project; a lookup under that name would find nothing
-    # here (or, worse, the other project's version) and `about` would show 0.0.0+unknown.
+def test_the_version_is_the_one_the_distribution_is_built_with() -> None:
+    # `responder` on PyPI is an unrelated project: the distribution has a name of its own.
     assert PROJECT["name"] == responder.DISTRIBUTION == "dingtalk-responder"
     assert responder.__version__ == PROJECT["version"]
-    assert metadata(responder.DISTRIBUTION)["Name"] == "dingtalk-responder"
+    installed = metadata(responder.DISTRIBUTION)
+    assert (installed["Name"], installed["Version"]) == ("dingtalk-responder", responder.__version__)
 
 
 def test_the_command_keeps_its_name() -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
 
 from .base import FetchContext, SourceCall, SourceConfigError
 
@@ -39,6 +41,8 @@ class TimeSpec:
 
 def load_zone(name: str) -> ZoneInfo:
     """Raises SourceConfigError for unknown names and for path-like tricks ('../x')."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # see schedule.timing.load_zone
+
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:

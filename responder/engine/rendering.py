@@ -37,6 +37,22 @@ class RenderError(Exception):
         self.reason = reason
 
 
+# A part of a reply: a template, or (a str) the text of one without a single Jinja tag, which
+# needs no template object at load time and no render per message (see static_text).
+Part = jinja2.Template | str
+# What starts a tag under make_environment's settings (no line statements or line comments).
+_JINJA_OPENERS = ("{{", "{%", "{#")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def static_text(source: str) -> str | None:
+    """What Jinja would render from `source`, or None if Jinja would see a tag in it."""
+    if any(opener in source for opener in _JINJA_OPENERS):
+        return None
+    # Jinja's lexer writes every line break as "\n"; _render strips the ends as for templates.
+    return "\n".join(_LINE_BREAK.split(source)).strip()
+
+
 def make_environment(loader: jinja2.BaseLoader) -> BudgetedSandbox:
     return BudgetedSandbox(
         loader=loader,
@@ -50,15 +66,15 @@ def make_environment(loader: jinja2.BaseLoader) -> BudgetedSandbox:
 
 @dataclass(frozen=True, slots=True)
 class ButtonTemplate:
-    title: jinja2.Template
-    url: jinja2.Template
+    title: Part
+    url: Part
 
 
 @dataclass(frozen=True, slots=True)
 class LinkTemplate:
-    title: jinja2.Template
-    url: jinja2.Template
-    picture: jinja2.Template
+    title: Part
+    url: Part
+    picture: Part
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +82,11 @@ class ReplyTemplate:
     """Everything a rule renders, compiled at load time."""
 
     msgtype: str
-    body: jinja2.Template | None
-    on_error: jinja2.Template | None = None
-    title: jinja2.Template | None = None
-    url: jinja2.Template | None = None
-    picture: jinja2.Template | None = None
+    body: Part | None
+    on_error: Part | None = None
+    title: Part | None = None
+    url: Part | None = None
+    picture: Part | None = None
     single_button: ButtonTemplate | None = None
     buttons: tuple[ButtonTemplate, ...] = ()
     horizontal_buttons: bool = False
@@ -89,6 +105,7 @@ class StableReads:
     reads_rules: bool
 
 
+_STABLE = {reads_rules: StableReads(reads_rules) for reads_rules in (False, True)}  # one each, shared
 # What a snapshot fixes: `rule` and `bot`, and `rules` once the asker's visible rules are known.
 STABLE_NAMES = frozenset({"rule", "rules", "bot"})
 # Nondeterministic filters: a cached result would freeze them.
@@ -113,7 +130,7 @@ def stable_reads(reads: Sequence[frozenset[str] | None]) -> StableReads | None:
         if read is None:
             return None
         names |= read
-    return StableReads("rules" in names) if names <= STABLE_NAMES else None
+    return _STABLE["rules" in names] if names <= STABLE_NAMES else None
 
 
 def build_context(
@@ -195,7 +212,7 @@ def _memo_key(template: ReplyTemplate, context: Mapping[str, Any]) -> tuple[int,
 
 def _render_reply(
     template: ReplyTemplate,
-    body: jinja2.Template | None,
+    body: Part | None,
     context: Mapping[str, Any],
     mention: Mention | None,
     budget: Budget | None,
@@ -212,12 +229,12 @@ def _render_reply(
 
 def _environment_of(template: ReplyTemplate) -> BudgetedSandbox | None:
     parts = [template.body, template.title, template.url, *(link.title for link in template.links)]
-    found = next((part.environment for part in parts if part is not None), None)
+    found = next((part.environment for part in parts if isinstance(part, jinja2.Template)), None)
     return found if isinstance(found, BudgetedSandbox) else None
 
 
 def _assemble(
-    template: ReplyTemplate, body: jinja2.Template | None, context: Mapping[str, Any], mention: Mention | None
+    template: ReplyTemplate, body: Part | None, context: Mapping[str, Any], mention: Mention | None
 ) -> Reply:
     # Markdown fields print values escaped; URL fields never are (they are checked instead).
     text_context = {**context, ESCAPE_KEY: template.msgtype in MARKDOWN_TYPES}
@@ -243,9 +260,11 @@ def sender_mention(message: Message) -> Mention | None:
     return Mention(message.sender_staff_id, message.sender_nick)
 
 
-def _render(template: jinja2.Template | None, context: Mapping[str, Any]) -> str:
+def _render(template: Part | None, context: Mapping[str, Any]) -> str:
     if template is None:
         return ""
+    if isinstance(template, str):
+        return template
     environment = template.environment
     try:
         if isinstance(environment, BudgetedSandbox):
@@ -299,9 +318,7 @@ def _link(template: LinkTemplate, context: Mapping[str, Any], url_context: Mappi
     )
 
 
-def _render_url(
-    template: jinja2.Template | None, context: Mapping[str, Any], *, picture: bool = False
-) -> str:
+def _render_url(template: Part | None, context: Mapping[str, Any], *, picture: bool = False) -> str:
     """A URL field: http(s), or a DingTalk in-app link (`dingtalk://`, `dtmd://`); a picture may
     also be a DingTalk media id (`@lADP…`). URLs are never cut to fit a reply (a cut URL opens the
     wrong page), so a URL that echoes a long message is a render failure, not an oversized reply."""

@@ -7,12 +7,12 @@ the swap of `current`; a failed reload leaves the old snapshot serving and recor
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -134,7 +134,7 @@ class RuleStore:
             return self.status
 
     def _load(self, content: bytes | None) -> RuleSet:
-        with loop_friendly_build():
+        with loop_friendly_build:
             if content is not None:
                 return self._loader(self.path, self._environ, content=content)
             if self.settle_s > 0:
@@ -203,26 +203,43 @@ class RuleStore:
         metrics.rules_info.labels(status.sha256, str(status.generation)).set(1)
 
 
-@contextlib.contextmanager
-def loop_friendly_build() -> Iterator[None]:
+class _BuildConditions:
     """Conditions for building a snapshot in a thread while the event loop serves.
 
     No cyclic garbage collection: a build allocates hundreds of thousands of objects (the YAML
     tree, the new rules), and each collection it set off would walk them all holding the GIL,
     stalling the loop for hundreds of ms; its own cycles are collected after it. A 1 ms GIL
     switch interval instead of 5 ms: the loop waits for the GIL once or more per request, and a
-    busy build made it wait the whole interval each time. Reloads never overlap (RuleStore's lock).
+    busy build made it wait the whole interval each time.
+
+    Both are the interpreter's, not a store's: builds are counted (a process with several stores,
+    as tests have), the first one in saves and sets them, the last one out restores them.
     """
-    was_enabled = gc.isenabled()
-    interval = sys.getswitchinterval()
-    gc.disable()
-    sys.setswitchinterval(0.001)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(interval)
-        if was_enabled:
-            gc.enable()
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._builds = 0
+        self._saved = (True, sys.getswitchinterval())
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._builds == 0:
+                self._saved = (gc.isenabled(), sys.getswitchinterval())
+                gc.disable()
+                sys.setswitchinterval(0.001)
+            self._builds += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._builds -= 1
+            if self._builds == 0:
+                collecting, interval = self._saved
+                sys.setswitchinterval(interval)
+                if collecting:
+                    gc.enable()
+
+
+loop_friendly_build = _BuildConditions()
 
 
 class Reloadable(Protocol):

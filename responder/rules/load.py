@@ -72,15 +72,18 @@ def _load(path: Path, environ: Mapping[str, str], content: bytes | None, substit
         raise RulesError([Problem(name, line, column, "not UTF-8: save the file as UTF-8")]) from None
     except yamldoc.YamlError as exc:
         raise RulesError([_at(name, p) for p in exc.problems]) from None
-    problems = [_at(name, p) for p in schema.validate(doc)]
-    if problems:
-        raise RulesError(problems)
-    interpolated = interpolate(doc, environ)
-    substituted.update(interpolated.values)
-    if interpolated.problems:
-        raise RulesError([_at(name, p) for p in interpolated.problems])
-    sha256 = content_sha256(raw, templates_dir(path))
-    ruleset = compile_ruleset(path, doc, interpolated.data, sha256, text)
+    try:
+        problems = [_at(name, p) for p in schema.validate(doc)]
+        if problems:
+            raise RulesError(problems)
+        interpolated = interpolate(doc, environ)
+        substituted.update(interpolated.values)
+        if interpolated.problems:
+            raise RulesError([_at(name, p) for p in interpolated.problems])
+        sha256 = content_sha256(raw, templates_dir(path))
+        ruleset = compile_ruleset(path, doc, interpolated.data, sha256, text)
+    finally:
+        doc.release()
     # A Redis URL from ${REDIS_URL} is shown (as display_url) with its password, already among
     # ruleset.secrets, hidden: the host an operator needs to see is not a secret.
     shown = {ruleset.state.url} if ruleset.state.url else set()

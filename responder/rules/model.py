@@ -126,7 +126,7 @@ class CatalogueEntry:
     scope: Scope
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)  # weakref: see store.retire_gradually
 class RuleSet:
     """One immutable snapshot of the configuration; the server swaps whole snapshots."""
 

@@ -134,34 +134,17 @@ async def test_ready_is_sent_only_once_both_ports_listen_and_stopping_on_sigterm
     address, receiver = notify_socket
     path = write_rules(SIGNED_RULES)
     callback_port, admin_port = free_port(), free_port()
-    env = {**_no_secret_environ(), **ENV, "PYTHONPATH": str(REPO), "NOTIFY_SOCKET": address}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "responder",
-        "serve",
-        "--config",
-        str(path),
-        "--port",
-        str(callback_port),
-        "--admin-port",
-        str(admin_port),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-        env=env,
-    )
+    ports = ("--port", str(callback_port), "--admin-port", str(admin_port))  # known before it listens
+    server = await ServerProcess.start(path, *ports, environ={**ENV, "NOTIFY_SOCKET": address}, wait=False)
     try:
         assert await next_datagram(receiver) == "READY=1"
         # Checked the moment READY=1 arrives, with no retry: "started" must mean "answering".
         assert accepts_connections(callback_port) and accepts_connections(admin_port)
-        proc.send_signal(signal.SIGTERM)
+        server.signal(signal.SIGTERM)
         assert await next_datagram(receiver) == "STOPPING=1"
-        async with asyncio.timeout(30):
-            assert await proc.wait() == 0
+        assert await server.exited(timeout=30) == 0
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await server.stop()
 
 
 async def test_a_config_error_sends_no_ready(

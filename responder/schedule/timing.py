@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from responder.zones import load_zone
+
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
 
@@ -103,19 +105,6 @@ def _parse_duration(key: str, value: str | int, maximum: int) -> int:
     if seconds > maximum:
         raise ValueError(f"{key} must be at most {format_duration(maximum)}, got {text!r}")
     return seconds
-
-
-def load_zone(name: str) -> ZoneInfo:
-    """The IANA zone `name`; ValueError for unknown names and path tricks like `../x`."""
-    # zoneinfo brings sysconfig, ~0.8 MiB resident: only rule sets that use a time zone load it.
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
-        raise ValueError(
-            f"unknown time zone {name!r}: use an IANA name such as Asia/Shanghai or UTC"
-        ) from exc
 
 
 def server_zone() -> str:

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from zoneinfo import ZoneInfo
+from responder import zones
 
 from .base import FetchContext, SourceCall, SourceConfigError
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
 
 DEFAULT_FORMAT = "%Y-%m-%d %H:%M:%S %Z"
 
@@ -41,12 +43,10 @@ class TimeSpec:
 
 def load_zone(name: str) -> ZoneInfo:
     """Raises SourceConfigError for unknown names and for path-like tricks ('../x')."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # see schedule.timing.load_zone
-
     try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise SourceConfigError(("timezone",), f"unknown time zone {name!r}") from exc
+        return zones.load_zone(name)
+    except ValueError as exc:
+        raise SourceConfigError(("timezone",), str(exc)) from exc
 
 
 def compile_time(name: str, key: str, config: Mapping[str, Any]) -> TimeSpec:

@@ -60,10 +60,10 @@ async def read_json_body(request: web.Request, limit: int) -> bytes:
         )
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit)
-    if request.content.is_eof():  # the whole body is buffered already: nothing to time out
-        return await _read_capped(request.content, limit)
+    # A body aiohttp has buffered whole cannot be slow: no timer to arm and cancel for it.
+    timeout_s = None if request.content.is_eof() else request.app[keys.OPTIONS].body_timeout_s
     try:
-        async with asyncio.timeout(request.app[keys.OPTIONS].body_timeout_s):
+        async with asyncio.timeout(timeout_s):
             return await _read_capped(request.content, limit)
     except TimeoutError:
         raise web.HTTPRequestTimeout(
